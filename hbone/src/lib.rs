@@ -1,0 +1,34 @@
+//! HBONE: HTTP/2 `CONNECT` tunnels inside mutual TLS, with SPIFFE workload identities.
+//!
+//! The pieces, bottom up: [`Identity`] and the header codecs ([`Authority`], [`Baggage`],
+//! [`Forwarded`], [`TraceParent`]); [`tls`] (the mTLS facade over rustls or BoringSSL);
+//! [`client`] and [`server`] (CONNECT over HTTP/2); [`pool`] (shared client connections);
+//! [`copy`] (the bidirectional byte pump every proxy uses).
+
+pub mod authority;
+pub mod baggage;
+pub mod client;
+pub mod copy;
+pub mod forwarded;
+pub mod identity;
+pub mod pool;
+pub mod server;
+mod settings;
+mod stream;
+pub mod tls;
+pub mod traceparent;
+
+pub use authority::{Authority, AuthorityError};
+pub use baggage::{Baggage, BaggageError};
+pub use forwarded::{Forwarded, ForwardedError, ForwardedFor};
+pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
+pub use traceparent::{TraceParent, TraceParentError};
+pub use client::{ConnectError, ConnectRequest, Connection};
+pub use server::{ConnectHandler, Decision, InboundConnect, Server, ServerConfig, UpstreamConnector};
+pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};
+pub use copy::{CopyError, Transferred, copy_bidirectional};
+pub use settings::H2Settings;
+pub use stream::H2Stream;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,356 @@
+//! The CONNECT server: terminates mTLS + HTTP/2, asks the caller what to do with each
+//! CONNECT, and pumps bytes to the chosen upstream.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::copy::{CopyError, Transferred, copy_bidirectional};
+use crate::stream::H2Stream;
+use crate::tls::{ServerTls, TlsError};
+use crate::{Authority, Baggage, Forwarded, H2Settings, Identity, TraceParent};
+
+/// One CONNECT as the server saw it, after the tunnel's mTLS was verified.
+#[derive(Debug, Clone)]
+pub struct InboundConnect {
+    /// The client's verified SPIFFE identity.
+    pub peer_identity: Identity,
+    /// The TCP peer of the tunnel connection (a ztunnel or waypoint, not the app).
+    pub peer_addr: SocketAddr,
+    pub authority: Authority,
+    pub headers: HeaderMap,
+}
+
+impl InboundConnect {
+    /// The parsed `baggage` header; `None` when absent or malformed.
+    pub fn baggage(&self) -> Option<Baggage> {
+        self.header("baggage")?.parse().ok()
+    }
+
+    /// The parsed `forwarded` header; `None` when absent or malformed.
+    pub fn forwarded(&self) -> Option<Forwarded> {
+        self.header("forwarded")?.parse().ok()
+    }
+
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        self.header("traceparent")?.parse().ok()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
+/// What to do with a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Connect to this upstream and tunnel to it (503 if unreachable).
+    Connect(SocketAddr),
+    /// Refuse with this status: 400 malformed, 401 denied by policy, 503 unavailable.
+    Reject(StatusCode),
+}
+
+/// The caller's policy: decides each CONNECT and hears how it ended.
+pub trait ConnectHandler: Send + Sync + 'static {
+    fn decide(&self, request: &InboundConnect) -> impl Future<Output = Decision> + Send;
+
+    /// Called once per accepted tunnel when it is over, with the bytes moved
+    /// (`a_to_b` = client -> upstream).
+    fn finished(&self, _request: &InboundConnect, _outcome: &Result<Transferred, CopyError>) {}
+}
+
+/// Opens the upstream connection for an accepted CONNECT (e.g. inside a pod's netns with
+/// the client's source address).
+pub trait UpstreamConnector: Send + Sync + 'static {
+    fn connect(
+        &self,
+        request: &InboundConnect,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send;
+}
+
+/// Plain `connect()` from the server's own network namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectConnector;
+
+impl UpstreamConnector for DirectConnector {
+    async fn connect(&self, _request: &InboundConnect, addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Server tuning.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub tls: ServerTls,
+    pub h2: H2Settings,
+    /// Bound on TCP accept -> TLS + HTTP/2 handshakes done.
+    pub handshake_timeout: Duration,
+    /// Concurrent CONNECT streams allowed per client connection.
+    pub max_streams_per_connection: u32,
+}
+
+impl ServerConfig {
+    pub fn new(tls: ServerTls) -> Self {
+        ServerConfig {
+            tls,
+            h2: H2Settings::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 1000,
+        }
+    }
+}
+
+/// Why a tunnel connection ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS handshake from {peer} failed: {source}")]
+    Tls { peer: SocketAddr, source: TlsError },
+    #[error("handshake from {peer} did not complete within {timeout:?}")]
+    HandshakeTimeout { peer: SocketAddr, timeout: Duration },
+    #[error("HTTP/2 from {peer} failed: {source}")]
+    Http2 { peer: SocketAddr, source: h2::Error },
+}
+
+/// An HBONE server: `serve` accepts connections until shutdown is signalled.
+pub struct Server<H, C = DirectConnector> {
+    config: Arc<ServerConfig>,
+    handler: Arc<H>,
+    connector: Arc<C>,
+}
+
+impl<H, C> Clone for Server<H, C> {
+    fn clone(&self) -> Self {
+        Server {
+            config: self.config.clone(),
+            handler: self.handler.clone(),
+            connector: self.connector.clone(),
+        }
+    }
+}
+
+impl<H, C> std::fmt::Debug for Server<H, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("identity", self.config.tls.identity())
+            .finish()
+    }
+}
+
+impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
+    pub fn new(config: ServerConfig, handler: H, connector: C) -> Self {
+        Server {
+            config: Arc::new(config),
+            handler: Arc::new(handler),
+            connector: Arc::new(connector),
+        }
+    }
+
+    /// Accepts tunnel connections until `shutdown` becomes true. Open connections then get
+    /// a GOAWAY and their in-flight tunnels run to completion.
+    pub async fn serve(self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+        let mut stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let server = self.clone();
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = server.serve_connection(tcp, peer, shutdown).await {
+                                debug!(error = %e, "tunnel connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed on the HBONE listener");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = signalled(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Serves one accepted TCP connection: mTLS, HTTP/2, then one task per CONNECT.
+    pub async fn serve_connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        let _ = tcp.set_nodelay(true);
+        let timeout = self.config.handshake_timeout;
+        let handshake = async {
+            let (tls, identity) = self
+                .config
+                .tls
+                .accept(tcp)
+                .await
+                .map_err(|source| ServerError::Tls { peer, source })?;
+            let conn = self
+                .config
+                .h2
+                .server_builder(self.config.max_streams_per_connection)
+                .handshake::<_, Bytes>(tls)
+                .await
+                .map_err(|source| ServerError::Http2 { peer, source })?;
+            Ok::<_, ServerError>((conn, identity))
+        };
+        let (mut conn, identity) = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| ServerError::HandshakeTimeout { peer, timeout })??;
+        debug!(%peer, %identity, "tunnel connection established");
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                next = conn.accept() => match next {
+                    None => return Ok(()),
+                    Some(Err(source)) => return Err(ServerError::Http2 { peer, source }),
+                    Some(Ok((request, respond))) => {
+                        let server = self.clone();
+                        let identity = identity.clone();
+                        tokio::spawn(async move { server.serve_stream(request, respond, identity, peer).await });
+                    }
+                },
+                _ = signalled(&mut shutdown), if !draining => {
+                    draining = true;
+                    conn.graceful_shutdown();
+                }
+            }
+        }
+    }
+
+    async fn serve_stream(
+        &self,
+        request: Request<h2::RecvStream>,
+        respond: h2::server::SendResponse<Bytes>,
+        peer_identity: Identity,
+        peer_addr: SocketAddr,
+    ) {
+        let incoming = match IncomingConnect::parse(request, respond, peer_identity, peer_addr) {
+            Ok(incoming) => incoming,
+            Err(()) => return,
+        };
+        let decision = self.handler.decide(&incoming.request).await;
+        let upstream_addr = match decision {
+            Decision::Connect(addr) => addr,
+            Decision::Reject(status) => {
+                debug!(authority = %incoming.request.authority, %status, "CONNECT rejected");
+                incoming.reject(status);
+                return;
+            }
+        };
+        let mut upstream = match self
+            .connector
+            .connect(&incoming.request, upstream_addr)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                debug!(%upstream_addr, error = %e, "upstream unreachable");
+                incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
+                return;
+            }
+        };
+        let request = incoming.request.clone();
+        let mut tunnel = match incoming.accept() {
+            Ok(tunnel) => tunnel,
+            Err(e) => {
+                debug!(error = %e, "client went away before the tunnel was up");
+                return;
+            }
+        };
+        let outcome = copy_bidirectional(&mut tunnel, &mut upstream).await;
+        self.handler.finished(&request, &outcome);
+    }
+}
+
+/// A CONNECT stream awaiting an answer: the building block for servers that want the
+/// tunnel itself (e.g. a waypoint speaking HTTP inside it) instead of a TCP upstream.
+#[derive(Debug)]
+pub struct IncomingConnect {
+    pub request: InboundConnect,
+    respond: h2::server::SendResponse<Bytes>,
+    body: h2::RecvStream,
+}
+
+impl IncomingConnect {
+    /// Validates method and authority; answers 400 itself when they are wrong.
+    pub fn parse(
+        request: Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        peer_identity: Identity,
+        peer_addr: SocketAddr,
+    ) -> Result<IncomingConnect, ()> {
+        let (parts, body) = request.into_parts();
+        if parts.method != Method::CONNECT {
+            debug!(method = %parts.method, %peer_identity, "non-CONNECT request on the tunnel port");
+            send_status(&mut respond, StatusCode::BAD_REQUEST);
+            return Err(());
+        }
+        let authority = match parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().parse::<Authority>())
+        {
+            Some(Ok(authority)) => authority,
+            Some(Err(e)) => {
+                debug!(error = %e, %peer_identity, "malformed CONNECT authority");
+                send_status(&mut respond, StatusCode::BAD_REQUEST);
+                return Err(());
+            }
+            None => {
+                debug!(%peer_identity, "CONNECT without authority");
+                send_status(&mut respond, StatusCode::BAD_REQUEST);
+                return Err(());
+            }
+        };
+        let request = InboundConnect {
+            peer_identity,
+            peer_addr,
+            authority,
+            headers: parts.headers,
+        };
+        Ok(IncomingConnect {
+            request,
+            respond,
+            body,
+        })
+    }
+
+    /// Answers 200 and returns the tunnel.
+    pub fn accept(mut self) -> Result<H2Stream, h2::Error> {
+        let send = self.respond.send_response(Response::new(()), false)?;
+        Ok(H2Stream::new(send, self.body))
+    }
+
+    /// Answers with `status` and ends the stream.
+    pub fn reject(mut self, status: StatusCode) {
+        send_status(&mut self.respond, status);
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone, which also means stop).
+async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn send_status(respond: &mut h2::server::SendResponse<Bytes>, status: StatusCode) {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    if let Err(e) = respond.send_response(response, true) {
+        debug!(error = %e, %status, "could not send the CONNECT response");
+    }
+}
