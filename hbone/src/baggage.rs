@@ -125,11 +125,11 @@ impl Baggage {
                 if let Some(kind) = key
                     .strip_prefix("k8s.")
                     .and_then(|k| k.strip_suffix(".name"))
+                    && !kind.is_empty()
+                    && !kind.contains('.')
                 {
-                    if !kind.is_empty() && !kind.contains('.') {
-                        self.workload_kind = Some(kind.to_owned());
-                        self.workload_name = Some(value);
-                    }
+                    self.workload_kind = Some(kind.to_owned());
+                    self.workload_name = Some(value);
                 }
             }
         }

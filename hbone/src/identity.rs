@@ -190,9 +190,11 @@ mod tests {
         );
     }
 
+    type Check = fn(&IdentityError) -> bool;
+
     #[test]
     fn rejects_malformed() {
-        let cases: &[(&str, fn(&IdentityError) -> bool)] = &[
+        let cases: &[(&str, Check)] = &[
             ("http://cluster.local/ns/a/sa/b", |e| {
                 matches!(e, IdentityError::MissingScheme(_))
             }),

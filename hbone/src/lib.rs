@@ -20,15 +20,17 @@ pub mod traceparent;
 
 pub use authority::{Authority, AuthorityError};
 pub use baggage::{Baggage, BaggageError};
+pub use client::{ConnectError, ConnectRequest, Connection};
+pub use copy::{CopyError, Transferred, copy_bidirectional};
 pub use forwarded::{Forwarded, ForwardedError, ForwardedFor};
 pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
-pub use traceparent::{TraceParent, TraceParentError};
-pub use client::{ConnectError, ConnectRequest, Connection};
-pub use server::{ConnectHandler, Decision, InboundConnect, Server, ServerConfig, UpstreamConnector};
 pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};
-pub use copy::{CopyError, Transferred, copy_bidirectional};
+pub use server::{
+    ConnectHandler, Decision, InboundConnect, Server, ServerConfig, UpstreamConnector,
+};
 pub use settings::H2Settings;
 pub use stream::H2Stream;
+pub use traceparent::{TraceParent, TraceParentError};
 
 #[cfg(feature = "testing")]
 pub mod testing;

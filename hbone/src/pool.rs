@@ -120,6 +120,8 @@ impl Default for PoolConfig {
 /// Counters for tests, metrics and the admin endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Destinations (pool keys) with state: live connections or a handshake in flight.
+    pub keys: usize,
     /// Live pooled connections.
     pub connections: usize,
     /// Connections ever established (one TLS handshake each).
@@ -154,6 +156,8 @@ struct KeyEntry {
     connecting: Arc<tokio::sync::Mutex<()>>,
     /// The last handshake failure, so waiters behind it fail fast instead of retrying.
     last_failure: Option<(Instant, Arc<ConnectError>)>,
+    /// Checkouts waiting for or running a handshake; the entry lives while any remain.
+    pending: usize,
 }
 
 #[derive(Clone)]
@@ -203,6 +207,7 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         let keys = lock(&self.inner.keys);
         PoolStats {
+            keys: keys.len(),
             connections: keys.values().map(|e| e.conns.len()).sum(),
             handshakes: self.inner.handshakes.load(Ordering::Relaxed),
         }
@@ -237,7 +242,14 @@ impl Pool {
             if let Some(found) = self.inner.reserve(&mut keys, key) {
                 return Ok(found);
             }
-            keys.entry(key.clone()).or_default().connecting.clone()
+            let entry = keys.entry(key.clone()).or_default();
+            entry.pending += 1;
+            entry.connecting.clone()
+        };
+        // Declared before any `keys` guard below, so it drops (and locks) after them.
+        let _pending = Pending {
+            inner: &self.inner,
+            key,
         };
         let _one_handshake = connecting.lock().await;
         {
@@ -245,11 +257,11 @@ impl Pool {
             if let Some(found) = self.inner.reserve(&mut keys, key) {
                 return Ok(found);
             }
-            let failed = keys.get(key).and_then(|e| e.last_failure.as_ref());
-            if let Some((at, err)) = failed {
-                if *at >= waiting_since {
-                    return Err(ConnectError::Shared(err.clone()));
-                }
+            let failed = keys.get(key).and_then(|e| e.last_failure.clone());
+            if let Some((at, err)) = failed
+                && at >= waiting_since
+            {
+                return Err(ConnectError::Shared(err));
             }
         }
         let established = self.establish(key).await;
@@ -344,11 +356,27 @@ impl PoolInner {
     fn remove_locked(keys: &mut HashMap<PoolKey, KeyEntry>, key: &PoolKey, id: u64) {
         if let Some(entry) = keys.get_mut(key) {
             entry.conns.retain(|p| p.conn.state.id != id);
-            if entry.conns.is_empty()
-                && Arc::strong_count(&entry.connecting) == 1
-                && entry.last_failure.is_none()
-            {
+            if entry.conns.is_empty() && entry.pending == 0 {
                 keys.remove(key);
+            }
+        }
+    }
+}
+
+/// Marks a checkout in progress for a key; the key's state is dropped when the last
+/// checkout ends (however it ends, cancellation included) and no connection remains.
+struct Pending<'a> {
+    inner: &'a PoolInner,
+    key: &'a PoolKey,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut keys = lock(&self.inner.keys);
+        if let Some(entry) = keys.get_mut(self.key) {
+            entry.pending -= 1;
+            if entry.pending == 0 && entry.conns.is_empty() {
+                keys.remove(self.key);
             }
         }
     }

@@ -239,9 +239,9 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
         peer_identity: Identity,
         peer_addr: SocketAddr,
     ) {
-        let incoming = match IncomingConnect::parse(request, respond, peer_identity, peer_addr) {
-            Ok(incoming) => incoming,
-            Err(()) => return,
+        let Ok(incoming) = IncomingConnect::parse(request, respond, peer_identity, peer_addr)
+        else {
+            return;
         };
         let decision = self.handler.decide(&incoming.request).await;
         let upstream_addr = match decision {
@@ -277,6 +277,17 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
     }
 }
 
+/// Why a request on the tunnel port was answered 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedConnect {
+    #[error("method {0} is not CONNECT")]
+    NotConnect(Method),
+    #[error("CONNECT has no authority")]
+    MissingAuthority,
+    #[error("CONNECT authority is malformed: {0}")]
+    Authority(crate::AuthorityError),
+}
+
 /// A CONNECT stream awaiting an answer: the building block for servers that want the
 /// tunnel itself (e.g. a waypoint speaking HTTP inside it) instead of a TCP upstream.
 #[derive(Debug)]
@@ -293,41 +304,39 @@ impl IncomingConnect {
         mut respond: h2::server::SendResponse<Bytes>,
         peer_identity: Identity,
         peer_addr: SocketAddr,
-    ) -> Result<IncomingConnect, ()> {
+    ) -> Result<IncomingConnect, MalformedConnect> {
         let (parts, body) = request.into_parts();
-        if parts.method != Method::CONNECT {
-            debug!(method = %parts.method, %peer_identity, "non-CONNECT request on the tunnel port");
-            send_status(&mut respond, StatusCode::BAD_REQUEST);
-            return Err(());
+        let authority = if parts.method != Method::CONNECT {
+            Err(MalformedConnect::NotConnect(parts.method.clone()))
+        } else {
+            match parts.uri.authority() {
+                Some(a) => a
+                    .as_str()
+                    .parse::<Authority>()
+                    .map_err(MalformedConnect::Authority),
+                None => Err(MalformedConnect::MissingAuthority),
+            }
+        };
+        match authority {
+            Ok(authority) => {
+                let request = InboundConnect {
+                    peer_identity,
+                    peer_addr,
+                    authority,
+                    headers: parts.headers,
+                };
+                Ok(IncomingConnect {
+                    request,
+                    respond,
+                    body,
+                })
+            }
+            Err(e) => {
+                debug!(error = %e, %peer_identity, %peer_addr, "malformed request on the tunnel port");
+                send_status(&mut respond, StatusCode::BAD_REQUEST);
+                Err(e)
+            }
         }
-        let authority = match parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().parse::<Authority>())
-        {
-            Some(Ok(authority)) => authority,
-            Some(Err(e)) => {
-                debug!(error = %e, %peer_identity, "malformed CONNECT authority");
-                send_status(&mut respond, StatusCode::BAD_REQUEST);
-                return Err(());
-            }
-            None => {
-                debug!(%peer_identity, "CONNECT without authority");
-                send_status(&mut respond, StatusCode::BAD_REQUEST);
-                return Err(());
-            }
-        };
-        let request = InboundConnect {
-            peer_identity,
-            peer_addr,
-            authority,
-            headers: parts.headers,
-        };
-        Ok(IncomingConnect {
-            request,
-            respond,
-            body,
-        })
     }
 
     /// Answers 200 and returns the tunnel.

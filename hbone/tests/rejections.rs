@@ -50,7 +50,10 @@ async fn handshake(
 }
 
 fn tls_pair(ca: &TestCa, client: &Identity, server: &Identity) -> (ClientTls, ServerTls) {
-    (ClientTls::new(ca.issue(client)).unwrap(), ServerTls::new(ca.issue(server)).unwrap())
+    (
+        ClientTls::new(ca.issue(client)).unwrap(),
+        ServerTls::new(ca.issue(server)).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -84,7 +87,10 @@ async fn server_from_untrusted_root_is_refused() {
     let server = ServerTls::new(theirs.issue(&server_id())).unwrap();
     let (c, _) = handshake(&client, &server, &[server_id()]).await;
     assert!(
-        matches!(c, Err(TlsError::PeerRejected(VerifyError::UntrustedCertificate))),
+        matches!(
+            c,
+            Err(TlsError::PeerRejected(VerifyError::UntrustedCertificate))
+        ),
         "{c:?}"
     );
 }
@@ -97,11 +103,22 @@ async fn client_from_untrusted_root_is_refused() {
     // Signed by their root but trusting ours, so only the server-side check can fail.
     let client_with_our_roots = {
         let c = theirs.issue(&client_id());
-        let cert = hbone::tls::WorkloadCertificate::new(c.chain().to_vec(), c.key().clone_key(), vec![ours.root()]).unwrap();
+        let cert = hbone::tls::WorkloadCertificate::new(
+            c.chain().to_vec(),
+            c.key().clone_key(),
+            vec![ours.root()],
+        )
+        .unwrap();
         ClientTls::new(Arc::new(cert)).unwrap()
     };
     let (c, s) = handshake(&client_with_our_roots, &server, &[server_id()]).await;
-    assert!(matches!(s, Err(TlsError::PeerRejected(VerifyError::UntrustedCertificate))), "{s:?}");
+    assert!(
+        matches!(
+            s,
+            Err(TlsError::PeerRejected(VerifyError::UntrustedCertificate))
+        ),
+        "{s:?}"
+    );
     assert!(c.is_err(), "client must see the rejection");
 }
 
@@ -124,15 +141,23 @@ async fn client_from_another_trust_domain_is_refused() {
 #[tokio::test]
 async fn expired_certificates_are_refused_both_ways() {
     let ca = TestCa::new();
-    let expired_server = ServerTls::new(ca.issue_with(&server_id(), IssueOptions::expired())).unwrap();
+    let expired_server =
+        ServerTls::new(ca.issue_with(&server_id(), IssueOptions::expired())).unwrap();
     let client = ClientTls::new(ca.issue(&client_id())).unwrap();
     let (c, _) = handshake(&client, &expired_server, &[server_id()]).await;
-    assert!(matches!(c, Err(TlsError::PeerRejected(VerifyError::Expired))), "{c:?}");
+    assert!(
+        matches!(c, Err(TlsError::PeerRejected(VerifyError::Expired))),
+        "{c:?}"
+    );
 
     let server = ServerTls::new(ca.issue(&server_id())).unwrap();
-    let expired_client = ClientTls::new(ca.issue_with(&client_id(), IssueOptions::expired())).unwrap();
+    let expired_client =
+        ClientTls::new(ca.issue_with(&client_id(), IssueOptions::expired())).unwrap();
     let (_, s) = handshake(&expired_client, &server, &[server_id()]).await;
-    assert!(matches!(s, Err(TlsError::PeerRejected(VerifyError::Expired))), "{s:?}");
+    assert!(
+        matches!(s, Err(TlsError::PeerRejected(VerifyError::Expired))),
+        "{s:?}"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +177,11 @@ async fn raw_request(f: &Fixture, method: http::Method, uri: &str) -> StatusCode
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let req = http::Request::builder().method(method).uri(uri).body(()).unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .unwrap();
     let (resp, _send) = client.send_request(req, false).unwrap();
     resp.await.unwrap().status()
 }
@@ -160,8 +189,14 @@ async fn raw_request(f: &Fixture, method: http::Method, uri: &str) -> StatusCode
 #[tokio::test]
 async fn non_connect_method_is_400() {
     let f = fixture().await;
-    assert_eq!(raw_request(&f, http::Method::GET, "https://10.0.0.1:80/").await, StatusCode::BAD_REQUEST);
-    assert!(f.server.recorder.seen().is_empty(), "handler must not be asked");
+    assert_eq!(
+        raw_request(&f, http::Method::GET, "https://10.0.0.1:80/").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert!(
+        f.server.recorder.seen().is_empty(),
+        "handler must not be asked"
+    );
 }
 
 #[tokio::test]
@@ -183,11 +218,17 @@ async fn denied_by_decision_is_401_and_unreachable_is_503() {
     let conn = connection(&f.client_tls, f.server.addr, &[server_id()]).await;
 
     *f.server.recorder.decision.lock().unwrap() = Decision::Reject(StatusCode::UNAUTHORIZED);
-    let err = conn.connect(&ConnectRequest::new(f.echo)).await.unwrap_err();
+    let err = conn
+        .connect(&ConnectRequest::new(f.echo))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED), "{err}");
 
     *f.server.recorder.decision.lock().unwrap() = Decision::Connect(closed_port().await);
-    let err = conn.connect(&ConnectRequest::new(f.echo)).await.unwrap_err();
+    let err = conn
+        .connect(&ConnectRequest::new(f.echo))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{err}");
 
     // The same connection still carries good tunnels afterwards.
@@ -200,10 +241,17 @@ async fn denied_by_decision_is_401_and_unreachable_is_503() {
 fn bare_server(ca: &TestCa, timeout: Duration) -> Server<Recorder, DirectConnector> {
     let mut config = ServerConfig::new(ServerTls::new(ca.issue(&server_id())).unwrap());
     config.handshake_timeout = timeout;
-    Server::new(config, Recorder::new(Decision::Reject(StatusCode::UNAUTHORIZED)), DirectConnector)
+    Server::new(
+        config,
+        Recorder::new(Decision::Reject(StatusCode::UNAUTHORIZED)),
+        DirectConnector,
+    )
 }
 
-async fn serve_one(server: &Server<Recorder, DirectConnector>, listener: &TcpListener) -> Result<(), ServerError> {
+async fn serve_one(
+    server: &Server<Recorder, DirectConnector>,
+    listener: &TcpListener,
+) -> Result<(), ServerError> {
     let (tcp, peer) = listener.accept().await.unwrap();
     let (_tx, rx) = watch::channel(false);
     server.serve_connection(tcp, peer, rx).await
@@ -217,13 +265,24 @@ async fn garbage_instead_of_tls_is_a_tls_error() {
     let addr = listener.local_addr().unwrap();
     let peer = tokio::spawn(async move {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         // The server answers with an alert or just closes; either way the read ends.
         let _ = tcp.read_to_end(&mut buf).await;
     });
     let result = serve_one(&server, &listener).await;
-    assert!(matches!(result, Err(ServerError::Tls { source: TlsError::Protocol(_), .. })), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(ServerError::Tls {
+                source: TlsError::Protocol(_),
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     peer.await.unwrap();
 }
 
@@ -237,8 +296,13 @@ async fn stalled_handshake_is_bounded_by_the_timeout() {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(5), serve_one(&server, &listener)).await.unwrap();
-    assert!(matches!(result, Err(ServerError::HandshakeTimeout { .. })), "{result:?}");
+    let result = tokio::time::timeout(Duration::from_secs(5), serve_one(&server, &listener))
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(ServerError::HandshakeTimeout { .. })),
+        "{result:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     drop(tcp);
 }
@@ -256,10 +320,16 @@ async fn client_bounded_by_connect_timeout_against_a_silent_server() {
     });
     let ca = TestCa::new();
     let tls = ClientTls::new(ca.issue(&client_id())).unwrap();
-    let config = hbone::PoolConfig { connect_timeout: Duration::from_millis(300), ..Default::default() };
+    let config = hbone::PoolConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
     let pool = hbone::Pool::new(config, Arc::new(hbone::TlsDialer::new(tls)));
     let key = hbone::PoolKey::new(client_id(), vec![server_id()], addr, None);
-    let err = pool.connect(&key, &ConnectRequest::new(addr)).await.unwrap_err();
+    let err = pool
+        .connect(&key, &ConnectRequest::new(addr))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
     assert_eq!(pool.stats().connections, 0);
 }

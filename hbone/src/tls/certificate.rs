@@ -126,7 +126,7 @@ impl WorkloadCertificate {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertificateError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CertificateError::Parse(
             "trailing bytes after certificate".into(),
         )),

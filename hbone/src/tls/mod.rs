@@ -41,14 +41,19 @@ pub const BACKEND: &str = backend::NAME;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("server identity mismatch: expected one of {expected:?}, got {got:?}")]
-    IdentityMismatch { expected: Vec<Identity>, got: Vec<Identity> },
+    IdentityMismatch {
+        expected: Vec<Identity>,
+        got: Vec<Identity>,
+    },
     #[error("client identity {got} is not in trust domain {expected:?}")]
     WrongTrustDomain { expected: String, got: Identity },
     #[error("peer certificate carries no SPIFFE identity")]
     NoIdentity,
     #[error("peer presented no certificate")]
     NoCertificate,
-    #[error("peer certificate is not signed by a trusted root (is the mesh root the same on both sides?)")]
+    #[error(
+        "peer certificate is not signed by a trusted root (is the mesh root the same on both sides?)"
+    )]
     UntrustedCertificate,
     #[error("peer certificate has expired (is the peer's CA client renewing it?)")]
     Expired,
@@ -81,17 +86,25 @@ pub struct ClientTls {
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").field("identity", self.inner.identity()).finish()
+        f.debug_struct("ClientTls")
+            .field("identity", self.inner.identity())
+            .finish()
     }
 }
 
 impl ClientTls {
     pub fn new(cert: Arc<WorkloadCertificate>) -> Result<Self, TlsError> {
-        Ok(ClientTls { inner: Arc::new(backend::Client::new(cert)?) })
+        Ok(ClientTls {
+            inner: Arc::new(backend::Client::new(cert)?),
+        })
     }
 
     /// Handshakes over `io`, accepting the server only if it proves one of `expected`.
-    pub async fn connect<IO>(&self, io: IO, expected: &[Identity]) -> Result<TlsStream<IO>, TlsError>
+    pub async fn connect<IO>(
+        &self,
+        io: IO,
+        expected: &[Identity],
+    ) -> Result<TlsStream<IO>, TlsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -111,13 +124,17 @@ pub struct ServerTls {
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("identity", self.inner.identity()).finish()
+        f.debug_struct("ServerTls")
+            .field("identity", self.inner.identity())
+            .finish()
     }
 }
 
 impl ServerTls {
     pub fn new(cert: Arc<WorkloadCertificate>) -> Result<Self, TlsError> {
-        Ok(ServerTls { inner: Arc::new(backend::Server::new(cert)?) })
+        Ok(ServerTls {
+            inner: Arc::new(backend::Server::new(cert)?),
+        })
     }
 
     /// Handshakes over `io`; returns the stream and the verified client identity.
@@ -193,7 +210,10 @@ fn check_server_identity(leaf: &[u8], expected: &[Identity]) -> Result<(), Verif
     if got.iter().any(|id| expected.contains(id)) {
         Ok(())
     } else {
-        Err(VerifyError::IdentityMismatch { expected: expected.to_vec(), got })
+        Err(VerifyError::IdentityMismatch {
+            expected: expected.to_vec(),
+            got,
+        })
     }
 }
 
@@ -204,5 +224,8 @@ fn check_client_identity(leaf: &[u8], trust_domain: &str) -> Result<Identity, Ve
     let first = ids.first().cloned().ok_or(VerifyError::NoIdentity)?;
     ids.into_iter()
         .find(|id| id.trust_domain() == trust_domain)
-        .ok_or(VerifyError::WrongTrustDomain { expected: trust_domain.to_owned(), got: first })
+        .ok_or(VerifyError::WrongTrustDomain {
+            expected: trust_domain.to_owned(),
+            got: first,
+        })
 }
