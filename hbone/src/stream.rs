@@ -105,17 +105,20 @@ impl AsyncWrite for H2Stream {
             )));
         }
         let want = buf.len().min(MAX_WRITE_CHUNK);
-        self.send.reserve_capacity(want);
         loop {
+            // Capacity left over from an earlier reservation is usable now; `poll_capacity`
+            // only wakes on *new* capacity, so it must not be the first thing we ask.
+            let available = self.send.capacity();
+            if available > 0 {
+                let n = available.min(want);
+                self.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(h2_to_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            self.send.reserve_capacity(want);
             match ready!(self.send.poll_capacity(cx)) {
-                Some(Ok(0)) => continue,
-                Some(Ok(n)) => {
-                    let n = n.min(want);
-                    self.send
-                        .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                        .map_err(h2_to_io)?;
-                    return Poll::Ready(Ok(n));
-                }
+                Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
                 None => {
                     return Poll::Ready(Err(io::Error::new(

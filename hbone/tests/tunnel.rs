@@ -199,3 +199,41 @@ async fn server_shutdown_lets_open_tunnels_finish() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_write_sizes_cross_the_flow_control_window() {
+    let f = fixture().await;
+    let conn = connection(&f.client_tls, f.server.addr, &[server_id()]).await;
+    let stream = conn.connect(&ConnectRequest::new(f.echo)).await.unwrap();
+    let (mut r, mut w) = tokio::io::split(stream);
+    // Sizes straddle the 4 MiB stream window and the 1 MiB write chunk.
+    let sizes = [
+        1usize,
+        3,
+        100 * 1024,
+        7,
+        5 * 1024 * 1024,
+        2,
+        1024 * 1024 + 1,
+        9,
+    ];
+    let expected: Vec<u8> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| std::iter::repeat_n(i as u8 + 1, *n))
+        .collect();
+    let to_send = expected.clone();
+    let writer = tokio::spawn(async move {
+        let mut off = 0;
+        for n in sizes {
+            w.write_all(&to_send[off..off + n]).await.unwrap();
+            off += n;
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "echoed bytes differ");
+}
