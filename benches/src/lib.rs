@@ -1,0 +1,11 @@
+//! Benchmarks for the mesh data plane. Every figure is measured against baselines in the
+//! same run: direct TCP, a plain TCP relay and a TLS-only relay with the same hops.
+//!
+//! [`topology`] builds the paths under test on 127.0.0.1, [`load`] is the load server and
+//! client, [`stats`] the arithmetic, and [`report`] the Markdown/JSON output. The benchmark
+//! binaries under `benches/` wire them together.
+
+pub mod load;
+pub mod report;
+pub mod stats;
+pub mod topology;
