@@ -12,7 +12,7 @@ use hbone::testing::TestCa;
 use hbone::tls::{ClientTls, ServerTls};
 use hbone::{
     ConnectHandler, ConnectRequest, Decision, Identity, InboundConnect, Pool, PoolConfig, PoolKey,
-    PoolStats, Server, ServerConfig, TlsDialer, copy_bidirectional,
+    PoolStats, Server, ServerConfig, TlsDialer, copy_bidirectional, copy_tunnel,
 };
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
@@ -259,7 +259,7 @@ impl Topology {
             let (pool, key, request) = (pool.clone(), key.clone(), request.clone());
             async move {
                 let mut up = pool.connect(&key, &request).await?;
-                copy_bidirectional(&mut down, &mut up).await?;
+                copy_tunnel(&mut down, &mut up).await?;
                 Ok(())
             }
         })

@@ -13,7 +13,7 @@ pub const INITIAL_BUFFER: usize = 1024;
 /// Largest buffer a bulk transfer grows to.
 pub const MAX_BUFFER: usize = 256 * 1024;
 /// Consecutive reads that fill the buffer before it grows (4x per step).
-const GROW_AFTER_FULL_READS: u8 = 2;
+pub(crate) const GROW_AFTER_FULL_READS: u8 = 2;
 
 /// Bytes moved in each direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,6 +190,10 @@ impl Pump {
         self.buf.len()
     }
 }
+
+mod tunnel;
+
+pub use tunnel::copy_tunnel;
 
 #[cfg(test)]
 mod tests;

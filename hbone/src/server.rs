@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::copy::{CopyError, Transferred, copy_bidirectional};
+use crate::copy::{CopyError, Transferred, copy_tunnel};
 use crate::stream::H2Stream;
 use crate::tls::{ServerTls, TlsError};
 use crate::{Authority, Baggage, Forwarded, H2Settings, Identity, TraceParent};
@@ -272,7 +272,18 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
                 return;
             }
         };
-        let outcome = copy_bidirectional(&mut tunnel, &mut upstream).await;
+        // `finished` reports client -> upstream as `a_to_b`.
+        let swap = |t: Transferred| Transferred {
+            a_to_b: t.b_to_a,
+            b_to_a: t.a_to_b,
+        };
+        let outcome = copy_tunnel(&mut upstream, &mut tunnel)
+            .await
+            .map(swap)
+            .map_err(|e| CopyError {
+                transferred: swap(e.transferred),
+                source: e.source,
+            });
         self.handler.finished(&request, &outcome);
     }
 }

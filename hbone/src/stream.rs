@@ -15,13 +15,14 @@ const MAX_WRITE_CHUNK: usize = 64 * 1024;
 /// A tunnelled byte stream. Shutting down the write side sends END_STREAM (half-close);
 /// dropping it before both sides finished resets the HTTP/2 stream.
 pub struct H2Stream {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    pending: Bytes,
+    pub(crate) send: SendStream<Bytes>,
+    pub(crate) recv: RecvStream,
+    /// Received but not yet read.
+    pub(crate) pending: Bytes,
     /// Staging for outgoing data. Frames handed to HTTP/2 are split off it; once they are
     /// written and dropped, `reserve` reclaims the same allocation instead of a new one.
     staging: BytesMut,
-    write_closed: bool,
+    pub(crate) write_closed: bool,
     /// Held for accounting (e.g. a pool's stream count); released on drop.
     _guard: Option<Box<dyn Send + Sync>>,
 }

@@ -237,3 +237,53 @@ async fn mixed_write_sizes_cross_the_flow_control_window() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "echoed bytes differ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_relay_with_copy_tunnel_half_closes_and_counts() {
+    let f = fixture().await;
+    let pool = hbone::Pool::new(
+        hbone::PoolConfig::default(),
+        std::sync::Arc::new(hbone::TlsDialer::new(f.client_tls.clone())),
+    );
+    let key = hbone::PoolKey::new(client_id(), vec![server_id()], f.server.addr, None);
+    // A client-side proxy: app TCP in, tunnel out.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let entry = listener.local_addr().unwrap();
+    let echo = f.echo;
+    let relay = tokio::spawn(async move {
+        let (mut app, _) = listener.accept().await.unwrap();
+        let mut tunnel = pool
+            .connect(&key, &ConnectRequest::new(echo))
+            .await
+            .unwrap();
+        hbone::copy_tunnel(&mut app, &mut tunnel).await.unwrap()
+    });
+    let mut app = tokio::net::TcpStream::connect(entry).await.unwrap();
+    let payload: Vec<u8> = (0..9 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let (mut r, mut w) = app.split();
+    let (_, echoed) = tokio::join!(
+        async {
+            w.write_all(&payload).await.unwrap();
+            w.shutdown().await.unwrap();
+        },
+        async {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        }
+    );
+    assert!(
+        echoed == payload,
+        "echo differs ({} vs {} bytes)",
+        echoed.len(),
+        payload.len()
+    );
+    let counted = relay.await.unwrap();
+    assert_eq!(
+        counted,
+        hbone::Transferred {
+            a_to_b: payload.len() as u64,
+            b_to_a: payload.len() as u64
+        }
+    );
+}
