@@ -28,7 +28,7 @@ pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};
 pub use server::{
     ConnectHandler, Decision, InboundConnect, Server, ServerConfig, UpstreamConnector,
 };
-pub use settings::H2Settings;
+pub use settings::{H2Settings, KeepaliveFailure};
 pub use stream::H2Stream;
 pub use traceparent::{TraceParent, TraceParentError};
 

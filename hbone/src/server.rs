@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::copy::{CopyError, Transferred, copy_tunnel};
+use crate::settings::{KeepaliveFailure, keepalive};
 use crate::stream::H2Stream;
 use crate::tls::{ServerTls, TlsError};
 use crate::{Authority, Baggage, Forwarded, H2Settings, Identity, TraceParent};
@@ -120,6 +121,11 @@ pub enum ServerError {
     HandshakeTimeout { peer: SocketAddr, timeout: Duration },
     #[error("HTTP/2 from {peer} failed: {source}")]
     Http2 { peer: SocketAddr, source: h2::Error },
+    #[error("tunnel connection from {peer} is dead: {failure}")]
+    Keepalive {
+        peer: SocketAddr,
+        failure: KeepaliveFailure,
+    },
 }
 
 /// An HBONE server: `serve` accepts connections until shutdown is signalled.
@@ -212,9 +218,23 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
             .await
             .map_err(|_| ServerError::HandshakeTimeout { peer, timeout })??;
         debug!(%peer, %identity, "tunnel connection established");
+        let conn_ping_pong = conn.ping_pong();
+        // PING the client too: a vanished client host must not pin this connection forever.
+        let (interval, ping_timeout) = (
+            self.config.h2.keepalive_interval,
+            self.config.h2.keepalive_timeout,
+        );
+        let keepalive = async move {
+            match conn_ping_pong {
+                Some(pp) => keepalive(pp, interval, ping_timeout).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(keepalive);
         let mut draining = false;
         loop {
             tokio::select! {
+                failure = &mut keepalive => return Err(ServerError::Keepalive { peer, failure }),
                 next = conn.accept() => match next {
                     None => return Ok(()),
                     Some(Err(source)) => return Err(ServerError::Http2 { peer, source }),

@@ -347,3 +347,51 @@ async fn server_keeps_serving_after_bad_peers() {
     let mut stream = conn.connect(&ConnectRequest::new(f.echo)).await.unwrap();
     assert_eq!(round_trip(&mut stream, b"alive").await, b"alive");
 }
+
+#[tokio::test]
+async fn server_drops_a_client_that_stops_answering_pings() {
+    let ca = TestCa::new();
+    let mut config = ServerConfig::new(ServerTls::new(ca.issue(&server_id())).unwrap());
+    config.h2.keepalive_interval = Duration::from_millis(100);
+    config.h2.keepalive_timeout = Duration::from_millis(300);
+    let server = Server::new(
+        config,
+        Recorder::new(Decision::Reject(StatusCode::UNAUTHORIZED)),
+        DirectConnector,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = freezable_relay(listener.local_addr().unwrap()).await;
+
+    // The client side: a plain HBONE client through the relay, with keepalive off.
+    let tls = ClientTls::new(ca.issue(&client_id())).unwrap();
+    let client = tokio::spawn(async move {
+        let tcp = TcpStream::connect(relay.addr).await.unwrap();
+        let stream = tls.connect(tcp, &[server_id()]).await.unwrap();
+        let quiet = hbone::H2Settings {
+            keepalive_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let (conn, driver) = hbone::Connection::handshake(stream, &quiet).await.unwrap();
+        tokio::spawn(driver);
+        // One answered CONNECT proves the server side is up; then the client's host "vanishes".
+        let answered = conn
+            .connect(&ConnectRequest::new(relay.addr))
+            .await
+            .unwrap_err();
+        assert_eq!(answered.status(), Some(StatusCode::UNAUTHORIZED));
+        relay
+            .frozen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        conn
+    });
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), serve_one(&server, &listener))
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(ServerError::Keepalive { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(client.await.unwrap());
+}
