@@ -8,6 +8,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Identity;
@@ -121,6 +122,27 @@ impl TestCa {
         &self.root_pem
     }
 
+    /// The signing key as PKCS#8 PEM, to persist a root-signed CA with [`Self::root_pem`]
+    /// and load it in another process with [`Self::from_pem`].
+    pub fn signing_key_pem(&self) -> String {
+        self.signer.key().serialize_pem()
+    }
+
+    /// A CA that signs leaves directly with a root loaded from PEM (as written by
+    /// [`Self::root_pem`] and [`Self::signing_key_pem`]).
+    pub fn from_pem(root_cert_pem: &str, root_key_pem: &str) -> Result<Self, rcgen::Error> {
+        let key = KeyPair::from_pem(root_key_pem)?;
+        let signer = Issuer::from_ca_cert_pem(root_cert_pem, key)?;
+        let root_der = CertificateDer::from_pem_slice(root_cert_pem.as_bytes())
+            .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+        Ok(TestCa {
+            root_der,
+            root_pem: root_cert_pem.to_owned(),
+            signer,
+            intermediates: Vec::new(),
+        })
+    }
+
     /// A workload certificate for `identity`, valid now for 24 hours.
     pub fn issue(&self, identity: &Identity) -> Arc<WorkloadCertificate> {
         self.issue_with(identity, IssueOptions::default())
@@ -185,5 +207,22 @@ impl TestCa {
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_reloaded_from_pem_issues_certificates_the_original_root_trusts() {
+        let ca = TestCa::new();
+        let reloaded = TestCa::from_pem(ca.root_pem(), &ca.signing_key_pem()).unwrap();
+        assert_eq!(reloaded.root(), ca.root());
+        let id: Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let cert = reloaded.issue(&id);
+        assert_eq!(cert.identity(), &id);
+        assert_eq!(cert.roots(), &[ca.root()]);
+        assert!(TestCa::from_pem("not pem", &ca.signing_key_pem()).is_err());
     }
 }

@@ -1,0 +1,15 @@
+//! ztunnel, the per-node proxy.
+//!
+//! The node agent hands it each enrolled pod's network namespace over ZDS
+//! ([`zds_client`]); for each pod ztunnel listens *inside* the pod ([`socket`]) on the
+//! outbound, inbound-plaintext and HBONE ports ([`proxy`]), resolving destinations
+//! against one shared [`state`] and presenting certificates from one [`cert`] source.
+
+pub mod app;
+pub mod cert;
+pub mod config;
+pub mod pods;
+pub mod proxy;
+pub mod socket;
+pub mod state;
+pub mod zds_client;

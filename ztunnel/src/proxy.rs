@@ -1,0 +1,262 @@
+//! The proxies ztunnel runs for each pod: outbound (15001), inbound HBONE (15008) and
+//! inbound plaintext (15006), all listening inside the pod's network namespace and all
+//! sharing one workload state and one certificate source.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hbone::{Identity, Pool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::cert::CertificateSource;
+use crate::socket::PodSockets;
+use crate::state::{StateStore, Workload};
+
+mod dialer;
+mod inbound;
+mod inbound_plain;
+mod outbound;
+
+pub use dialer::PodDialer;
+
+/// Outbound capture port: the pod's redirected outgoing TCP.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Inbound plaintext port: redirected incoming TCP from outside the mesh.
+pub const INBOUND_PLAIN_PORT: u16 = 15006;
+/// Inbound HBONE port.
+pub const HBONE_PORT: u16 = 15008;
+
+/// What every pod's proxies share.
+#[derive(Clone)]
+pub struct ProxyInputs {
+    pub state: Arc<StateStore>,
+    pub certs: Arc<dyn CertificateSource>,
+    /// Trust domain for pods the state does not know yet.
+    pub trust_domain: String,
+    pub pool: hbone::PoolConfig,
+}
+
+impl std::fmt::Debug for ProxyInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyInputs")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pod as ZDS described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+}
+
+/// Why a pod's proxies could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("pod {pod}: no valid identity: {source}")]
+    Identity {
+        pod: String,
+        source: hbone::IdentityError,
+    },
+    #[error("pod {pod}: cannot get a certificate for {identity}: {source}")]
+    Certificate {
+        pod: String,
+        identity: Identity,
+        source: crate::cert::CertError,
+    },
+    #[error("pod {pod}: cannot listen on port {port} inside the pod: {source}")]
+    Listen {
+        pod: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("pod {pod}: TLS setup failed: {source}")]
+    Tls {
+        pod: String,
+        source: hbone::tls::TlsError,
+    },
+}
+
+/// One pod's proxy context, shared by its three proxies and their connections.
+#[derive(Debug)]
+pub struct PodContext {
+    pub info: PodInfo,
+    pub identity: Identity,
+    pub sockets: PodSockets,
+    pub inputs: ProxyInputs,
+    pub pool: Pool,
+}
+
+impl PodContext {
+    /// This pod's workload in the current state, if the state knows it yet.
+    pub fn workload(&self) -> Option<Arc<Workload>> {
+        self.inputs
+            .state
+            .snapshot()
+            .workload(&self.info.uid)
+            .cloned()
+    }
+
+    /// Whether `ip` is one of this pod's own addresses.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        self.workload().is_some_and(|w| w.addresses.contains(&ip))
+    }
+}
+
+/// A running set of proxies for one pod. Dropping it stops them.
+#[derive(Debug)]
+pub struct PodProxies {
+    context: Arc<PodContext>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PodProxies {
+    /// Creates the listeners inside the pod and starts serving.
+    pub async fn start(
+        info: PodInfo,
+        sockets: PodSockets,
+        inputs: ProxyInputs,
+    ) -> Result<Self, StartError> {
+        let pod = format!("{}/{}", info.namespace, info.name);
+        let known = inputs.state.snapshot().workload(&info.uid).cloned();
+        let identity = match &known {
+            Some(w) => w.identity.clone(),
+            None => Identity::new(&inputs.trust_domain, &info.namespace, &info.service_account)
+                .map_err(|source| StartError::Identity {
+                    pod: pod.clone(),
+                    source,
+                })?,
+        };
+        if known.is_none() {
+            warn!(%pod, uid = %info.uid, "pod is not in the workload state yet; inbound traffic is refused until it is");
+        }
+        let cert = inputs
+            .certs
+            .certificate(&identity)
+            .await
+            .map_err(|source| StartError::Certificate {
+                pod: pod.clone(),
+                identity: identity.clone(),
+                source,
+            })?;
+        let dialer = PodDialer::new(sockets.clone(), inputs.certs.clone());
+        let pool = Pool::new(inputs.pool.clone(), Arc::new(dialer));
+        let context = Arc::new(PodContext {
+            info,
+            identity,
+            sockets,
+            inputs,
+            pool,
+        });
+
+        let listen = |port| {
+            context
+                .sockets
+                .listen_all(port)
+                .map_err(|source| StartError::Listen {
+                    pod: pod.clone(),
+                    port,
+                    source,
+                })
+        };
+        let outbound = listen(OUTBOUND_PORT)?;
+        let inbound_plain = listen(INBOUND_PLAIN_PORT)?;
+        let hbone = listen(HBONE_PORT)?;
+        let server_tls = hbone::tls::ServerTls::new(cert).map_err(|source| StartError::Tls {
+            pod: pod.clone(),
+            source,
+        })?;
+
+        let (shutdown, _) = watch::channel(false);
+        let span = info_span!("pod", pod = %pod);
+        let mut tasks = Vec::new();
+        for l in outbound {
+            let fut = outbound::serve(context.clone(), l, shutdown.subscribe());
+            tasks.push(tokio::spawn(fut.instrument(span.clone())));
+        }
+        for l in inbound_plain {
+            let fut = inbound_plain::serve(context.clone(), l, shutdown.subscribe());
+            tasks.push(tokio::spawn(fut.instrument(span.clone())));
+        }
+        for l in hbone {
+            let fut = inbound::serve(context.clone(), server_tls.clone(), l, shutdown.subscribe());
+            tasks.push(tokio::spawn(fut.instrument(span.clone())));
+        }
+        info!(%pod, identity = %context.identity, "proxies started inside the pod");
+        Ok(Self {
+            context,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn context(&self) -> &Arc<PodContext> {
+        &self.context
+    }
+
+    /// Closes the listeners and cuts the pod's connections.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        info!(pod = %self.context.info.name, namespace = %self.context.info.namespace, "proxies stopped");
+    }
+}
+
+impl Drop for PodProxies {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Runs `conn` until it finishes or the pod's proxies stop, whichever comes first.
+async fn until_shutdown(mut shutdown: watch::Receiver<bool>, conn: impl Future<Output = ()>) {
+    tokio::select! {
+        () = conn => {}
+        () = stopped(&mut shutdown) => {}
+    }
+}
+
+/// Accepts until the pod's proxies stop; each connection runs in its own task, cut when
+/// they stop.
+async fn accept_loop<F, Fut>(
+    kind: &'static str,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let span = info_span!("conn", kind, src = %peer);
+                    tokio::spawn(until_shutdown(shutdown.clone(), handle(stream, peer)).instrument(span));
+                }
+                Err(e) => accept_failed(kind, e).await,
+            },
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// EMFILE and friends: log and back off instead of spinning on the accept loop.
+async fn accept_failed(listener: &str, error: std::io::Error) {
+    warn!(listener, %error, "accept failed; backing off");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Resolves once `rx` says stop (or its sender is gone, which also means stop).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,62 @@
+//! Inbound plaintext (15006): TCP from clients outside the mesh, redirected by the pod's
+//! capture rules. PERMISSIVE: accepted and connected to the app with the client's IP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hbone::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{PodContext, accept_loop};
+use crate::socket::original_dst;
+
+pub(super) async fn serve(
+    context: Arc<PodContext>,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop("inbound_plain", listener, shutdown, move |stream, peer| {
+        handle(context.clone(), stream, peer)
+    })
+    .await;
+}
+
+async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let started = Instant::now();
+    let dst = match original_dst(&client) {
+        Ok(dst) => dst,
+        Err(e) => {
+            warn!(error = %e, "no original destination on a redirected connection; closing");
+            return;
+        }
+    };
+    if !context.owns(dst.ip()) {
+        warn!(%dst, "plaintext connection for an address that is not this pod; closing");
+        return;
+    }
+    let mut upstream = match context.sockets.connect(dst, Some(peer.ip())).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%dst, error = %e, "app unreachable");
+            return;
+        }
+    };
+    let (transferred, error) = match copy_bidirectional(&mut client, &mut upstream).await {
+        Ok(t) => (t, None),
+        Err(e) => (e.transferred, Some(e.source.to_string())),
+    };
+    info!(
+        src.addr = %peer,
+        dst.addr = %dst,
+        dst.identity = %context.identity,
+        bytes_received = transferred.a_to_b,
+        bytes_sent = transferred.b_to_a,
+        duration_ms = started.elapsed().as_millis() as u64,
+        error = error.as_deref().unwrap_or(""),
+        "inbound plaintext connection closed"
+    );
+}
