@@ -37,6 +37,8 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init()
         .ok();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

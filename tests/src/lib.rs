@@ -29,6 +29,7 @@ mod error;
 pub mod eventually;
 mod frames;
 mod leaks;
+pub mod mesh;
 mod namespace;
 mod netlink;
 mod pod;
