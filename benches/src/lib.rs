@@ -2,10 +2,13 @@
 //! same run: direct TCP, a plain TCP relay and a TLS-only relay with the same hops.
 //!
 //! [`topology`] builds the paths under test on 127.0.0.1, [`load`] is the load server and
-//! client, [`stats`] the arithmetic, and [`report`] the Markdown/JSON output. The benchmark
-//! binaries under `benches/` wire them together.
+//! client, [`stats`] the arithmetic, and [`report`] the Markdown/JSON output. [`node`] is
+//! the lab topology (real ztunnel processes, pods on two nodes) and [`node_report`] its
+//! output. The benchmark binaries under `benches/` wire them together.
 
 pub mod load;
+pub mod node;
+pub mod node_report;
 pub mod report;
 pub mod stats;
 pub mod topology;

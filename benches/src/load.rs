@@ -5,6 +5,7 @@
 //! counts bytes until EOF, answers with the count as a big-endian u64 and closes. `E`
 //! (echo): the server echoes everything until EOF, then closes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +52,9 @@ pub async fn start_server(errors: Arc<HopErrors>) -> Result<(SocketAddr, JoinHan
     Ok((addr, task))
 }
 
-async fn serve(mut tcp: TcpStream) -> Result<()> {
+/// Serves one load-client connection (sink or echo, picked by its first byte). Public so
+/// other topologies (e.g. the lab's pods) can run the same server.
+pub async fn serve(mut tcp: TcpStream) -> Result<()> {
     let mut mode = [0u8];
     tcp.read_exact(&mut mode).await.context("read mode byte")?;
     match mode[0] {
@@ -99,7 +102,11 @@ async fn expect_eof(tcp: &mut TcpStream) -> Result<()> {
 /// Sends `bytes` one way on a single connection; MiB/s from the first byte sent to the
 /// server's byte count received.
 pub async fn bulk(entry: SocketAddr, bytes: u64) -> Result<f64> {
-    let mut tcp = dial(entry).await?;
+    bulk_on(dial(entry).await?, bytes).await
+}
+
+/// [`bulk`] on a connection that is already open.
+pub async fn bulk_on(mut tcp: TcpStream, bytes: u64) -> Result<f64> {
     let chunk = pattern(BULK_CHUNK);
     let start = Instant::now();
     tcp.write_all(&[MODE_SINK]).await?;
@@ -168,6 +175,20 @@ pub async fn new_tunnel_rate(
     concurrency: usize,
     size: usize,
 ) -> Result<f64> {
+    new_connection_rate(move || dial(entry), total, concurrency, size).await
+}
+
+/// [`new_tunnel_rate`] with any way of opening a connection (e.g. from inside a pod).
+pub async fn new_connection_rate<D, F>(
+    dial: D,
+    total: usize,
+    concurrency: usize,
+    size: usize,
+) -> Result<f64>
+where
+    D: Fn() -> F + Clone + Send + 'static,
+    F: Future<Output = Result<TcpStream>> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let mut request = vec![MODE_ECHO];
     request.extend(pattern(size));
@@ -175,10 +196,11 @@ pub async fn new_tunnel_rate(
     let start = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (next, request) = (next.clone(), request.clone());
+        let (next, request, dial) = (next.clone(), request.clone(), dial.clone());
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                tokio::time::timeout(PER_CONNECTION_TIMEOUT, one_tunnel(entry, &request))
+                let one = async { one_tunnel(dial().await?, &request).await };
+                tokio::time::timeout(PER_CONNECTION_TIMEOUT, one)
                     .await
                     .context("one connection exceeded its time bound")??;
             }
@@ -191,12 +213,89 @@ pub async fn new_tunnel_rate(
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn one_tunnel(entry: SocketAddr, request: &[u8]) -> Result<()> {
-    let mut tcp = dial(entry).await?;
+async fn one_tunnel(mut tcp: TcpStream, request: &[u8]) -> Result<()> {
     tcp.write_all(request).await?;
     let mut back = vec![0u8; request.len() - 1];
     tcp.read_exact(&mut back).await.context("read reply")?;
     ensure!(back == request[1..], "echo returned different bytes");
     tcp.shutdown().await?;
     expect_eof(&mut tcp).await
+}
+
+/// Sends `bytes_each` one way on every connection at once; aggregate MiB/s from the
+/// common start to the last server's byte count.
+pub async fn parallel_bulk(streams: Vec<TcpStream>, bytes_each: u64) -> Result<f64> {
+    let total = bytes_each * streams.len() as u64;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for tcp in streams {
+        set.spawn(bulk_on(tcp, bytes_each));
+    }
+    while let Some(done) = set.join_next().await {
+        done.context("bulk stream panicked")??;
+    }
+    Ok(total as f64 / MIB / start.elapsed().as_secs_f64())
+}
+
+/// Request/response latency at a fixed request rate on one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paced {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub samples: usize,
+    /// Requests per second actually sent during the timed part.
+    pub achieved_rate: f64,
+}
+
+/// Sends a `size`-byte request and waits for its echo `rate` times a second (tokio's
+/// interval; missed ticks are caught up in a burst so the rate holds), first for `warmup`
+/// untimed, then for `duration` timed. Each sample runs from the request's first write to
+/// the last byte of its echo.
+pub async fn paced_latency(
+    mut tcp: TcpStream,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    size: usize,
+) -> Result<Paced> {
+    ensure!(rate > 0.0, "rate must be positive");
+    tcp.write_all(&[MODE_ECHO]).await?;
+    let msg = pattern(size);
+    let mut back = vec![0u8; size];
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut samples = Vec::with_capacity((rate * duration.as_secs_f64()) as usize + 1);
+    let begin = Instant::now();
+    let mut timed_from = None;
+    loop {
+        ticks.tick().await;
+        let start = Instant::now();
+        let timed = match timed_from {
+            Some(from) if start.duration_since(from) >= duration => break,
+            Some(_) => true,
+            None if start.duration_since(begin) >= warmup => {
+                timed_from = Some(start);
+                true
+            }
+            None => false,
+        };
+        tcp.write_all(&msg).await.context("paced write")?;
+        tcp.read_exact(&mut back).await.context("paced read")?;
+        if timed {
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let window = timed_from.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    ensure!(back == msg, "echo returned different bytes");
+    tcp.shutdown().await?;
+    expect_eof(&mut tcp).await?;
+    let n = samples.len();
+    let s = sorted(samples);
+    Ok(Paced {
+        p50_us: percentile(&s, 50.0).context("no latency samples")?,
+        p99_us: percentile(&s, 99.0).context("no latency samples")?,
+        max_us: *s.last().context("no latency samples")?,
+        samples: n,
+        achieved_rate: n as f64 / window,
+    })
 }

@@ -178,7 +178,7 @@ pub struct Metadata {
     pub notes: Vec<String>,
 }
 
-fn fmt_value(v: f64) -> String {
+pub fn fmt_value(v: f64) -> String {
     match v.abs() {
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 10.0 => format!("{v:.1}"),
@@ -186,7 +186,7 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
+pub fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
 }
 

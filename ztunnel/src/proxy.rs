@@ -250,6 +250,17 @@ async fn accept_loop<F, Fut>(
     }
 }
 
+/// The original destination of a redirected connection (and no Nagle delay on it);
+/// `None`, logged, when the kernel has none: the connection is then simply closed.
+fn redirected_dst(client: &tokio::net::TcpStream) -> Option<std::net::SocketAddr> {
+    let _ = client.set_nodelay(true);
+    crate::socket::original_dst(client)
+        .inspect_err(
+            |e| warn!(error = %e, "no original destination on a redirected connection; closing"),
+        )
+        .ok()
+}
+
 /// EMFILE and friends: log and back off instead of spinning on the accept loop.
 async fn accept_failed(listener: &str, error: std::io::Error) {
     warn!(listener, %error, "accept failed; backing off");

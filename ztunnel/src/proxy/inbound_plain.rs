@@ -10,8 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{PodContext, accept_loop};
-use crate::socket::original_dst;
+use super::{PodContext, accept_loop, redirected_dst};
 
 pub(super) async fn serve(
     context: Arc<PodContext>,
@@ -25,14 +24,9 @@ pub(super) async fn serve(
 }
 
 async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
     let started = Instant::now();
-    let dst = match original_dst(&client) {
-        Ok(dst) => dst,
-        Err(e) => {
-            warn!(error = %e, "no original destination on a redirected connection; closing");
-            return;
-        }
+    let Some(dst) = redirected_dst(&client) else {
+        return;
     };
     if !context.owns(dst.ip()) {
         warn!(%dst, "plaintext connection for an address that is not this pod; closing");

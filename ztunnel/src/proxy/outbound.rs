@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hbone::copy::Transferred;
 use hbone::{Baggage, ConnectRequest, Forwarded, PoolKey, copy_bidirectional, copy_tunnel};
@@ -12,8 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{HBONE_PORT, PodContext, accept_loop};
-use crate::socket::original_dst;
+use super::{HBONE_PORT, PodContext, accept_loop, redirected_dst};
 use crate::state::{TunnelProtocol, Upstream, Workload};
 
 pub(super) async fn serve(
@@ -34,14 +33,9 @@ enum Route {
 }
 
 async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
     let started = Instant::now();
-    let dst = match original_dst(&client) {
-        Ok(dst) => dst,
-        Err(e) => {
-            warn!(error = %e, "no original destination on a redirected connection; closing");
-            return;
-        }
+    let Some(dst) = redirected_dst(&client) else {
+        return;
     };
     let upstream = match context.inputs.state.snapshot().resolve(dst) {
         Ok(u) => u,
@@ -91,6 +85,9 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
     );
 }
 
+/// Bound on reaching the upstream (TCP connect, or HBONE handshake + CONNECT answer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Outcome = Result<Transferred, (Transferred, String)>;
 
 async fn via_hbone(
@@ -111,11 +108,17 @@ async fn via_hbone(
     let request = ConnectRequest::new(target)
         .with_baggage(baggage(context))
         .with_forwarded(Forwarded::new(peer, service_host));
-    let mut tunnel = match context.pool.connect(&key, &request).await {
-        Ok(t) => t,
-        Err(e) => {
+    // The pool bounds its handshakes; this also bounds the wait for the CONNECT answer.
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, context.pool.connect(&key, &request));
+    let mut tunnel = match connect.await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             debug!(%next_hop, error = %e, "HBONE connect failed");
             return Err((Transferred::default(), e.to_string()));
+        }
+        Err(_) => {
+            let e = format!("no CONNECT answer from {next_hop} within {CONNECT_TIMEOUT:?}");
+            return Err((Transferred::default(), e));
         }
     };
     copy_tunnel(client, &mut tunnel)
@@ -124,10 +127,19 @@ async fn via_hbone(
 }
 
 async fn passthrough(context: &PodContext, client: &mut TcpStream, target: SocketAddr) -> Outcome {
-    let mut upstream = match context.sockets.connect(target, None).await {
-        Ok(s) => s,
-        Err(e) => return Err((Transferred::default(), format!("connect to {target}: {e}"))),
-    };
+    let mut upstream =
+        match tokio::time::timeout(CONNECT_TIMEOUT, context.sockets.connect(target, None)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err((Transferred::default(), format!("connect to {target}: {e}")));
+            }
+            Err(_) => {
+                return Err((
+                    Transferred::default(),
+                    format!("connect to {target}: no answer within {CONNECT_TIMEOUT:?}"),
+                ));
+            }
+        };
     copy_bidirectional(client, &mut upstream)
         .await
         .map_err(|e| (e.transferred, e.source.to_string()))

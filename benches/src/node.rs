@@ -1,0 +1,297 @@
+//! The node benchmark's topology: a two-node lab (`lab::mesh::Mesh`) with a real node
+//! agent and ztunnel process per node, and one client pod on node 0 and one server pod on
+//! node 1 per configuration:
+//!
+//! - `direct`: both pods in a namespace that is not enrolled; no mesh in the path.
+//! - `ztunnel`: both pods enrolled, so client pod -> node 0's ztunnel (in the pod) ->
+//!   HBONE -> node 1's ztunnel -> server pod.
+//!
+//! The load server ([`crate::load::serve`]) runs in each server pod, the load client in
+//! each client pod, both on the benchmark's own tokio runtime; the ztunnels are separate
+//! processes (this binary re-executed, see `lab::mesh::dispatch`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use lab::mesh::{Mesh, listening};
+use lab::{Pod, PodSpec};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::load;
+use crate::topology::HopErrors;
+
+/// Enrolled namespace (carries `istio.io/dataplane-mode=ambient`).
+pub const MESH_NS: &str = "mesh";
+/// Not enrolled.
+pub const LEGACY_NS: &str = "legacy";
+const APP_PORT: u16 = 8080;
+const SMOKE_BOUND: Duration = Duration::from_secs(15);
+
+/// A path between two pods on different nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeConfig {
+    Direct,
+    Ztunnel,
+}
+
+impl NodeConfig {
+    pub const ALL: [NodeConfig; 2] = [NodeConfig::Direct, NodeConfig::Ztunnel];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeConfig::Direct => "direct",
+            NodeConfig::Ztunnel => "ztunnel",
+        }
+    }
+
+    fn namespace(self) -> &'static str {
+        match self {
+            NodeConfig::Direct => LEGACY_NS,
+            NodeConfig::Ztunnel => MESH_NS,
+        }
+    }
+}
+
+/// A client pod on node 0 and the load server's address in a pod on node 1.
+#[derive(Debug, Clone)]
+pub struct PodPath {
+    pub config: NodeConfig,
+    pub client: Pod,
+    pub server: Pod,
+    pub addr: SocketAddr,
+}
+
+impl PodPath {
+    /// A connection from inside the client pod to the server, TCP_NODELAY set.
+    pub async fn dial(&self) -> Result<TcpStream> {
+        dial_from(&self.client, self.addr).await
+    }
+
+    /// [`Self::dial`] as a cloneable closure, for the load generator's workers.
+    pub fn dialer(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<TcpStream>> + Send>>
+    + Clone
+    + Send
+    + 'static {
+        let (client, addr) = (self.client.clone(), self.addr);
+        move || {
+            let client = client.clone();
+            Box::pin(async move { dial_from(&client, addr).await })
+        }
+    }
+}
+
+async fn dial_from(client: &Pod, addr: SocketAddr) -> Result<TcpStream> {
+    let tcp = client
+        .connect(addr)
+        .await
+        .with_context(|| format!("{} -> {addr}", client.name()))?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// Memory of one ztunnel process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Memory {
+    pub node: usize,
+    pub pid: u32,
+    pub rss_mib: f64,
+    /// Peak RSS over the process's life.
+    pub hwm_mib: f64,
+}
+
+/// The running lab: the mesh, one [`PodPath`] per configuration and the load servers.
+#[derive(Debug)]
+pub struct NodeLab {
+    pub mesh: Mesh,
+    pub paths: Vec<PodPath>,
+    /// Load-server failures; a healthy run has none.
+    pub errors: Arc<HopErrors>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl NodeLab {
+    /// Starts the mesh and the pods, then proves every path is what it claims to be.
+    pub async fn start() -> Result<NodeLab> {
+        let mut mesh = Mesh::start(2, &[MESH_NS]).await.context("starting the mesh")?;
+        let errors = Arc::new(HopErrors::default());
+        let (mut paths, mut servers) = (Vec::new(), Vec::new());
+        for config in NodeConfig::ALL {
+            let pod = |role: &str, node: usize| {
+                let name = format!("{}-{role}", config.name());
+                PodSpec::new(name.clone(), node)
+                    .namespace(config.namespace())
+                    .service_account(name.clone())
+                    .label("app", name)
+            };
+            let server = mesh.add_pod(pod("server", 1)).await?;
+            let client = mesh.add_pod(pod("client", 0)).await?;
+            for p in [&client, &server] {
+                // Repeated runs open tens of thousands of short connections.
+                p.set_sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+            }
+            servers.push(serve(&server, errors.clone())?);
+            let addr = (server.ip(), APP_PORT).into();
+            paths.push(PodPath {
+                config,
+                client,
+                server,
+                addr,
+            });
+        }
+        let lab = NodeLab {
+            mesh,
+            paths,
+            errors,
+            servers,
+        };
+        lab.verify().await?;
+        Ok(lab)
+    }
+
+    /// One echo per path, then the ztunnel logs must show that only the `ztunnel` path
+    /// went through the mesh, over HBONE.
+    async fn verify(&self) -> Result<()> {
+        for path in &self.paths {
+            let captured = listening(&path.client, 15001)?;
+            ensure!(
+                captured == (path.config == NodeConfig::Ztunnel),
+                "{}: client pod captured = {captured}",
+                path.config.name()
+            );
+            tokio::time::timeout(SMOKE_BOUND, load::new_connection_rate(path.dialer(), 1, 1, 1))
+                .await
+                .with_context(|| format!("{}: smoke check hung", path.config.name()))?
+                .with_context(|| format!("{}: smoke check", path.config.name()))?;
+        }
+        for path in &self.paths {
+            let dst = format!("dst.addr={}", path.addr);
+            let seen = |node: usize, marker: &str| {
+                self.mesh
+                    .ztunnel_log(node)
+                    .lines()
+                    .any(|l| l.contains(marker) && l.contains(&dst))
+            };
+            match path.config {
+                NodeConfig::Ztunnel => {
+                    lab::assert_eventually!(
+                        seen(0, "protocol=\"HBONE\"") && seen(1, "inbound connection closed"),
+                        timeout = SMOKE_BOUND,
+                        "the ztunnel path did not go over HBONE between the two ztunnels"
+                    );
+                }
+                NodeConfig::Direct => {
+                    ensure!(
+                        !seen(0, "") && !seen(1, ""),
+                        "the direct path went through a ztunnel"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self, config: NodeConfig) -> &PodPath {
+        self.paths
+            .iter()
+            .find(|p| p.config == config)
+            .expect("every configuration has a path")
+    }
+
+    /// Both ztunnels' memory right now.
+    pub fn ztunnel_memory(&self) -> Result<Vec<Memory>> {
+        (0..2)
+            .map(|node| {
+                let pid = self
+                    .mesh
+                    .ztunnel_pid(node)
+                    .with_context(|| format!("node {node} has no ztunnel"))?;
+                let path = format!("/proc/{pid}/status");
+                let status =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                Ok(Memory {
+                    node,
+                    pid,
+                    rss_mib: status_kib(&status, "VmRSS:").context("no VmRSS")? / 1024.0,
+                    hwm_mib: status_kib(&status, "VmHWM:").context("no VmHWM")? / 1024.0,
+                })
+            })
+            .collect()
+    }
+
+    /// Warnings and errors the ztunnels logged so far (a healthy run has none).
+    pub fn ztunnel_complaints(&self) -> Vec<String> {
+        (0..2)
+            .flat_map(|node| {
+                self.mesh
+                    .ztunnel_log(node)
+                    .lines()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .map(|l| format!("node {node}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for NodeLab {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+/// The load server on `APP_PORT` inside the pod.
+fn serve(pod: &Pod, errors: Arc<HopErrors>) -> Result<JoinHandle<()>> {
+    let listener = pod
+        .listen(APP_PORT)
+        .with_context(|| format!("listening in {}", pod.name()))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    let errors = errors.clone();
+                    tokio::spawn(async move {
+                        let served = async {
+                            tcp.set_nodelay(true)?;
+                            load::serve(tcp).await
+                        };
+                        if let Err(e) = served.await {
+                            errors.record("load server", format!("{e:#}"));
+                        }
+                    });
+                }
+                Err(e) => {
+                    errors.record("load server", format!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:     5120 kB`.
+fn status_kib(status: &str, field: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc_status_fields() {
+        let status = "Name:\tbench\nVmHWM:\t    9216 kB\nVmRSS:\t    5120 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(5120.0));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(9216.0));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+}

@@ -1,0 +1,381 @@
+//! The node benchmark's report: rows (median, spread, ztunnel/direct ratio), the added
+//! latency (ztunnel − direct, paired within each run), ztunnel memory, the targets, and
+//! the Markdown and JSON renderings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::node::{Memory, NodeConfig};
+use crate::report::{fmt_ratio, fmt_value};
+use crate::stats::{Summary, ratio};
+
+/// What is measured for both configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeFigure {
+    Throughput,
+    ParallelThroughput,
+    LatencyP50,
+    LatencyP99,
+    ConnectionRate,
+}
+
+impl NodeFigure {
+    pub const ALL: [NodeFigure; 5] = [
+        NodeFigure::Throughput,
+        NodeFigure::ParallelThroughput,
+        NodeFigure::LatencyP50,
+        NodeFigure::LatencyP99,
+        NodeFigure::ConnectionRate,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            NodeFigure::Throughput => "bulk throughput, 1 stream",
+            NodeFigure::ParallelThroughput => "bulk throughput, 8 streams",
+            NodeFigure::LatencyP50 => "1 KiB req/resp at fixed rate, p50",
+            NodeFigure::LatencyP99 => "1 KiB req/resp at fixed rate, p99",
+            NodeFigure::ConnectionRate => "new connections",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            NodeFigure::Throughput | NodeFigure::ParallelThroughput => "MiB/s",
+            NodeFigure::LatencyP50 | NodeFigure::LatencyP99 => "µs",
+            NodeFigure::ConnectionRate => "conn/s",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, NodeFigure::LatencyP50 | NodeFigure::LatencyP99)
+    }
+}
+
+/// Every run's value of every figure, and the ztunnels' memory after every run.
+#[derive(Debug, Default)]
+pub struct NodeResults {
+    samples: BTreeMap<(NodeConfig, NodeFigure), Vec<f64>>,
+    /// One entry per run: both ztunnels, read after the run.
+    pub memory: Vec<Vec<Memory>>,
+}
+
+impl NodeResults {
+    pub fn push(&mut self, config: NodeConfig, figure: NodeFigure, value: f64) {
+        self.samples
+            .entry((config, figure))
+            .or_default()
+            .push(value);
+    }
+
+    fn runs(&self, config: NodeConfig, figure: NodeFigure) -> &[f64] {
+        self.samples
+            .get(&(config, figure))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn summary(&self, config: NodeConfig, figure: NodeFigure) -> Option<Summary> {
+        Summary::of(self.runs(config, figure))
+    }
+
+    /// ztunnel median / direct median.
+    pub fn ratio(&self, figure: NodeFigure) -> Option<f64> {
+        let z = self.summary(NodeConfig::Ztunnel, figure)?;
+        let d = self.summary(NodeConfig::Direct, figure)?;
+        ratio(z.median, d.median)
+    }
+
+    /// ztunnel − direct within each run (the configurations run back to back), summarised.
+    pub fn added(&self, figure: NodeFigure) -> Option<Summary> {
+        let z = self.runs(NodeConfig::Ztunnel, figure);
+        let d = self.runs(NodeConfig::Direct, figure);
+        let diffs: Vec<f64> = z.iter().zip(d).map(|(z, d)| z - d).collect();
+        Summary::of(&diffs)
+    }
+
+    /// RSS of one node's ztunnel over the runs.
+    pub fn rss(&self, node: usize) -> Option<Summary> {
+        let values: Vec<f64> = self
+            .memory
+            .iter()
+            .filter_map(|run| run.iter().find(|m| m.node == node).map(|m| m.rss_mib))
+            .collect();
+        Summary::of(&values)
+    }
+
+    /// Both ztunnels after the last run.
+    pub fn final_memory(&self) -> &[Memory] {
+        self.memory.last().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRow {
+    pub figure: String,
+    pub config: String,
+    pub unit: &'static str,
+    pub higher_is_better: Option<bool>,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub ztunnel_vs_direct: Option<f64>,
+}
+
+pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
+    let mut rows = Vec::new();
+    for figure in NodeFigure::ALL {
+        for config in NodeConfig::ALL {
+            if let Some(summary) = results.summary(config, figure) {
+                rows.push(NodeRow {
+                    figure: figure.label().to_owned(),
+                    config: config.name().to_owned(),
+                    unit: figure.unit(),
+                    higher_is_better: Some(figure.higher_is_better()),
+                    summary,
+                    ztunnel_vs_direct: (config == NodeConfig::Ztunnel)
+                        .then(|| results.ratio(figure))
+                        .flatten(),
+                });
+            }
+        }
+        if matches!(figure, NodeFigure::LatencyP50 | NodeFigure::LatencyP99)
+            && let Some(summary) = results.added(figure)
+        {
+            rows.push(NodeRow {
+                figure: format!("{} added by ztunnel", figure.label()),
+                config: "ztunnel − direct".to_owned(),
+                unit: "µs",
+                higher_is_better: Some(false),
+                summary,
+                ztunnel_vs_direct: None,
+            });
+        }
+    }
+    for node in 0..2 {
+        if let Some(summary) = results.rss(node) {
+            let side = if node == 0 { "client" } else { "server" };
+            rows.push(NodeRow {
+                figure: "ztunnel RSS after each run".to_owned(),
+                config: format!("node {node} ({side} side)"),
+                unit: "MiB",
+                higher_is_better: Some(false),
+                summary,
+                ztunnel_vs_direct: None,
+            });
+        }
+    }
+    rows
+}
+
+/// A performance target, checked on medians (reported, never enforced).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeTarget {
+    pub name: &'static str,
+    pub measured: String,
+    pub pass: bool,
+}
+
+impl NodeTarget {
+    pub fn line(&self) -> String {
+        let verdict = if self.pass { "PASS" } else { "FAIL" };
+        format!("{verdict}: {} (measured {})", self.name, self.measured)
+    }
+}
+
+pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
+    let throughput = |name, figure| {
+        let r = results.ratio(figure);
+        NodeTarget {
+            name,
+            measured: fmt_ratio(r),
+            pass: r.is_some_and(|r| r >= 0.3),
+        }
+    };
+    let added = results.added(NodeFigure::LatencyP99).map(|s| s.median);
+    let rss = results
+        .final_memory()
+        .iter()
+        .map(|m| m.rss_mib)
+        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+    vec![
+        throughput(
+            "ztunnel single-stream throughput >= 0.3x direct",
+            NodeFigure::Throughput,
+        ),
+        throughput(
+            "ztunnel 8-stream throughput >= 0.3x direct",
+            NodeFigure::ParallelThroughput,
+        ),
+        NodeTarget {
+            name: "p99 latency added by ztunnel <= 140 µs (median of per-run ztunnel − direct)",
+            measured: added.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.0} µs")),
+            pass: added.is_some_and(|a| a <= 140.0),
+        },
+        NodeTarget {
+            name: "ztunnel RSS < 10 MiB after the run (larger of the two ztunnels)",
+            measured: rss.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.1} MiB")),
+            pass: rss.is_some_and(|r| r < 10.0),
+        },
+    ]
+}
+
+/// How the run was made: enough to compare results across commits and machines.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeMetadata {
+    pub date_utc: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub command: String,
+    pub machine: String,
+    pub nproc: usize,
+    pub tls_backend: &'static str,
+    pub sandbox: String,
+    pub ztunnel_log_level: String,
+    /// 1-minute load average before and after measuring (Linux `/proc/loadavg`).
+    pub loadavg_before_after: [Option<f64>; 2],
+    pub runtime_worker_threads: usize,
+    pub runs: usize,
+    pub quick: bool,
+    pub sizes: String,
+    pub notes: Vec<String>,
+}
+
+pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) -> String {
+    let mut md = String::from("# Node benchmark (lab: pod -> pod on another node)\n\n");
+    let commit = match (&meta.git_commit, meta.git_dirty) {
+        (Some(c), Some(true)) => format!("{c} (uncommitted changes)"),
+        (Some(c), _) => c.clone(),
+        (None, _) => "unknown".to_owned(),
+    };
+    let _ = writeln!(
+        md,
+        "{date}, commit {commit}, `{cmd}`.\n\nMachine: {machine}, {nproc} CPUs; TLS backend \
+         `{tls}`; lab sandbox: {sandbox}; ztunnel RUST_LOG `{log}`; load generator on a \
+         tokio runtime with {workers} workers. Median of {runs} runs; spread = min–max over \
+         runs.{quick}\n",
+        date = meta.date_utc,
+        cmd = meta.command,
+        machine = meta.machine,
+        nproc = meta.nproc,
+        tls = meta.tls_backend,
+        sandbox = meta.sandbox,
+        log = meta.ztunnel_log_level,
+        workers = meta.runtime_worker_threads,
+        runs = meta.runs,
+        quick = if meta.quick {
+            " **BENCH_QUICK smoke run.**"
+        } else {
+            ""
+        },
+    );
+    if let [Some(before), Some(after)] = meta.loadavg_before_after {
+        let _ = writeln!(
+            md,
+            "1-minute load average before/after: {before:.2}/{after:.2} (other work on the \
+             machine skews every figure).\n"
+        );
+    }
+    let _ = writeln!(md, "Sizes: {}\n", meta.sizes);
+    md.push_str("| figure | config | median | spread (min–max) | ztunnel / direct |\n");
+    md.push_str("|---|---|---:|---:|---:|\n");
+    for row in rows {
+        let better = match row.higher_is_better {
+            Some(true) => ", higher is better",
+            Some(false) => ", lower is better",
+            None => "",
+        };
+        let s = &row.summary;
+        let ratio = if row.ztunnel_vs_direct.is_some() {
+            fmt_ratio(row.ztunnel_vs_direct)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "| {} ({}{better}) | {} | {} | {}–{} | {ratio} |",
+            row.figure,
+            row.unit,
+            row.config,
+            fmt_value(s.median),
+            fmt_value(s.min),
+            fmt_value(s.max),
+        );
+    }
+    md.push_str("\nztunnel / direct is the ratio of medians: above 1 is better for throughput ");
+    md.push_str("and rate, below 1 is better for latency.\n\n");
+    for m in results.final_memory() {
+        let _ = writeln!(
+            md,
+            "After the run, node {}'s ztunnel (pid {}): VmRSS {:.1} MiB, peak (VmHWM) {:.1} MiB.",
+            m.node, m.pid, m.rss_mib, m.hwm_mib
+        );
+    }
+    md.push('\n');
+    for target in targets(results) {
+        let _ = writeln!(md, "- {}", target.line());
+    }
+    if !meta.notes.is_empty() {
+        md.push_str("\nNotes:\n\n");
+        for note in &meta.notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
+    md
+}
+
+pub fn json(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": meta,
+        "results": rows,
+        "ztunnel_memory_after_each_run": results.memory,
+        "targets": targets(results),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem(node: usize, rss: f64) -> Memory {
+        Memory {
+            node,
+            pid: 1,
+            rss_mib: rss,
+            hwm_mib: rss,
+        }
+    }
+
+    #[test]
+    fn added_latency_is_paired_within_runs() {
+        let mut r = NodeResults::default();
+        for (d, z) in [(100.0, 150.0), (300.0, 320.0), (200.0, 400.0)] {
+            r.push(NodeConfig::Direct, NodeFigure::LatencyP99, d);
+            r.push(NodeConfig::Ztunnel, NodeFigure::LatencyP99, z);
+        }
+        let added = r.added(NodeFigure::LatencyP99).unwrap();
+        assert_eq!((added.median, added.min, added.max), (50.0, 20.0, 200.0));
+        assert_eq!(r.ratio(NodeFigure::LatencyP99), Some(320.0 / 200.0));
+        let t = targets(&r);
+        assert!(t[2].pass, "50 µs added meets <= 140 µs");
+        assert!(!t[0].pass && !t[3].pass, "missing figures fail");
+    }
+
+    #[test]
+    fn throughput_and_memory_targets() {
+        let mut r = NodeResults::default();
+        r.push(NodeConfig::Direct, NodeFigure::Throughput, 1000.0);
+        r.push(NodeConfig::Ztunnel, NodeFigure::Throughput, 299.0);
+        r.push(NodeConfig::Direct, NodeFigure::ParallelThroughput, 1000.0);
+        r.push(NodeConfig::Ztunnel, NodeFigure::ParallelThroughput, 300.0);
+        r.memory.push(vec![mem(0, 12.0), mem(1, 5.0)]);
+        r.memory.push(vec![mem(0, 9.0), mem(1, 9.9)]);
+        let t = targets(&r);
+        assert!(!t[0].pass && t[1].pass);
+        assert!(t[3].pass, "the last run's memory counts: {}", t[3].line());
+        assert_eq!(r.rss(0).unwrap().max, 12.0);
+        let rows = rows(&r);
+        assert_eq!(rows.len(), 6, "2 figures x 2 configs + 2 memory rows");
+    }
+}
