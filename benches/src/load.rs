@@ -186,7 +186,7 @@ pub async fn new_connection_rate<D, F>(
     size: usize,
 ) -> Result<f64>
 where
-    D: Fn() -> F + Clone + Send + 'static,
+    D: Fn() -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<TcpStream>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));

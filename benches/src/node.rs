@@ -78,6 +78,7 @@ impl PodPath {
     ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<TcpStream>> + Send>>
     + Clone
     + Send
+    + Sync
     + 'static {
         let (client, addr) = (self.client.clone(), self.addr);
         move || {
@@ -102,6 +103,10 @@ pub struct Memory {
     pub node: usize,
     pub pid: u32,
     pub rss_mib: f64,
+    /// The anonymous part of the RSS (heap, stacks).
+    pub rss_anon_mib: f64,
+    /// The file-backed part of the RSS (mostly the executable's touched pages).
+    pub rss_file_mib: f64,
     /// Peak RSS over the process's life.
     pub hwm_mib: f64,
 }
@@ -114,12 +119,17 @@ pub struct NodeLab {
     /// Load-server failures; a healthy run has none.
     pub errors: Arc<HopErrors>,
     servers: Vec<JoinHandle<()>>,
+    /// Lines each ztunnel had logged when the lab was ready: startup noise (e.g. retrying
+    /// the node agent's socket before it exists) is not a complaint about the run.
+    log_marks: [usize; 2],
 }
 
 impl NodeLab {
     /// Starts the mesh and the pods, then proves every path is what it claims to be.
     pub async fn start() -> Result<NodeLab> {
-        let mut mesh = Mesh::start(2, &[MESH_NS]).await.context("starting the mesh")?;
+        let mut mesh = Mesh::start(2, &[MESH_NS])
+            .await
+            .context("starting the mesh")?;
         let errors = Arc::new(HopErrors::default());
         let (mut paths, mut servers) = (Vec::new(), Vec::new());
         for config in NodeConfig::ALL {
@@ -145,13 +155,15 @@ impl NodeLab {
                 addr,
             });
         }
-        let lab = NodeLab {
+        let mut lab = NodeLab {
             mesh,
             paths,
             errors,
             servers,
+            log_marks: [0; 2],
         };
         lab.verify().await?;
+        lab.log_marks = [0, 1].map(|node| lab.mesh.ztunnel_log(node).lines().count());
         Ok(lab)
     }
 
@@ -165,10 +177,13 @@ impl NodeLab {
                 "{}: client pod captured = {captured}",
                 path.config.name()
             );
-            tokio::time::timeout(SMOKE_BOUND, load::new_connection_rate(path.dialer(), 1, 1, 1))
-                .await
-                .with_context(|| format!("{}: smoke check hung", path.config.name()))?
-                .with_context(|| format!("{}: smoke check", path.config.name()))?;
+            tokio::time::timeout(
+                SMOKE_BOUND,
+                load::new_connection_rate(path.dialer(), 1, 1, 1),
+            )
+            .await
+            .with_context(|| format!("{}: smoke check hung", path.config.name()))?
+            .with_context(|| format!("{}: smoke check", path.config.name()))?;
         }
         for path in &self.paths {
             let dst = format!("dst.addr={}", path.addr);
@@ -215,23 +230,32 @@ impl NodeLab {
                 let path = format!("/proc/{pid}/status");
                 let status =
                     std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                let mib = |field: &str| {
+                    status_kib(&status, field)
+                        .map(|kib| kib / 1024.0)
+                        .with_context(|| format!("no {field} in {path}"))
+                };
                 Ok(Memory {
                     node,
                     pid,
-                    rss_mib: status_kib(&status, "VmRSS:").context("no VmRSS")? / 1024.0,
-                    hwm_mib: status_kib(&status, "VmHWM:").context("no VmHWM")? / 1024.0,
+                    rss_mib: mib("VmRSS:")?,
+                    rss_anon_mib: mib("RssAnon:")?,
+                    rss_file_mib: mib("RssFile:")?,
+                    hwm_mib: mib("VmHWM:")?,
                 })
             })
             .collect()
     }
 
-    /// Warnings and errors the ztunnels logged so far (a healthy run has none).
+    /// Warnings and errors the ztunnels logged since the lab was ready (a healthy run has
+    /// none).
     pub fn ztunnel_complaints(&self) -> Vec<String> {
         (0..2)
             .flat_map(|node| {
                 self.mesh
                     .ztunnel_log(node)
                     .lines()
+                    .skip(self.log_marks[node])
                     .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
                     .map(|l| format!("node {node}: {l}"))
                     .collect::<Vec<_>>()

@@ -6,7 +6,8 @@
 //! The processes are this very test binary, re-executed with `LAB_EXEC=ztunnel` or
 //! `LAB_EXEC=node-agent`: call [`dispatch`] first thing in the test's `main`. They run
 //! the same `app::main` as the `ztunnel` and `node-agent` binaries, so there is no
-//! separately built binary to go stale.
+//! separately built binary to go stale. `LAB_ZTUNNEL_BIN=PATH` runs that ztunnel binary
+//! instead (the node benchmark uses it to measure the shipped binary's memory).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -251,17 +252,25 @@ impl Mesh {
     }
 
     fn component(&self, which: &str, log: &Path) -> Result<Command> {
-        let exe = std::env::current_exe().context("locating the test binary")?;
         let log = OpenOptions::new().create(true).append(true).open(log)?;
-        let mut cmd = Command::new(exe);
-        cmd.env(EXEC_ENV, which)
-            .env(
-                "RUST_LOG",
-                std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
+        // LAB_ZTUNNEL_BIN runs a built `ztunnel` binary instead of re-executing this one
+        // (benchmarks measure the shipped binary's memory that way).
+        let mut cmd = match std::env::var_os("LAB_ZTUNNEL_BIN") {
+            Some(bin) if which == "ztunnel" => Command::new(bin),
+            _ => {
+                let mut cmd =
+                    Command::new(std::env::current_exe().context("locating the test binary")?);
+                cmd.env(EXEC_ENV, which);
+                cmd
+            }
+        };
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
         Ok(cmd)
     }
 

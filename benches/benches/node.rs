@@ -1,0 +1,394 @@
+//! Node benchmark: `cargo bench -p benches --bench node`.
+//!
+//! On the lab (two nodes, a real node agent and ztunnel process per node), pod -> pod on
+//! the other node, two ways: `direct` (neither pod enrolled) and `ztunnel` (both enrolled:
+//! client pod -> ztunnel -> HBONE -> ztunnel -> server pod). Figures: single-stream and
+//! 8-stream bulk throughput, 1 KiB request/response latency at a fixed rate, new
+//! connections per second, and the ztunnels' RSS. `BENCH_RUNS` runs (default 5), each on
+//! a freshly started lab, each figure measured for both configurations back to back
+//! (order alternating per run).
+//! Writes `bench-results/node.{md,json}` under the workspace root.
+//!
+//! Knobs: `BENCH_QUICK=1` is a short smoke run (writes `node-quick.*`); `BENCH_RATE` is
+//! the latency figure's request rate (default 1000 req/s); `BENCH_WORKERS` sets the load
+//! generator runtime's worker threads (default: one per CPU);
+//! `LAB_MESH_LOG` is the ztunnels' `RUST_LOG` (default `info`: one access-log line per
+//! connection, as ztunnel ships).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use benches::load;
+use benches::node::{NodeConfig, NodeLab};
+use benches::node_report::{self, NodeFigure, NodeMetadata, NodeResults};
+use benches::report;
+
+/// Bound on any single measurement; exceeding it is an error, not a result.
+const FIGURE_TIMEOUT: Duration = Duration::from_secs(120);
+const MIB: u64 = 1024 * 1024;
+
+/// What to measure and how much.
+#[derive(Debug)]
+struct Plan {
+    runs: usize,
+    quick: bool,
+    workers: usize,
+    bulk_bytes: u64,
+    streams: usize,
+    stream_bytes: u64,
+    rate: f64,
+    warmup: Duration,
+    paced: Duration,
+    message: usize,
+    conns: usize,
+    concurrency: usize,
+}
+
+impl Plan {
+    fn from_env() -> Result<Plan> {
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let runs = match std::env::var("BENCH_RUNS") {
+            Ok(v) => v.parse().with_context(|| format!("BENCH_RUNS={v:?}"))?,
+            Err(_) if quick => 2,
+            Err(_) => 5,
+        };
+        ensure!(
+            (1..=50).contains(&runs),
+            "BENCH_RUNS must be 1..=50, got {runs}"
+        );
+        let workers = match std::env::var("BENCH_WORKERS") {
+            Ok(v) => v.parse().with_context(|| format!("BENCH_WORKERS={v:?}"))?,
+            Err(_) => nproc(),
+        };
+        ensure!(
+            (1..=64).contains(&workers),
+            "BENCH_WORKERS must be 1..=64, got {workers}"
+        );
+        let rate = match std::env::var("BENCH_RATE") {
+            Ok(v) => v.parse().with_context(|| format!("BENCH_RATE={v:?}"))?,
+            Err(_) => 1000.0,
+        };
+        ensure!(
+            (1.0..=1e6).contains(&rate),
+            "BENCH_RATE must be 1..=1000000 req/s, got {rate}"
+        );
+        Ok(Plan {
+            runs,
+            quick,
+            workers,
+            bulk_bytes: if quick { 32 * MIB } else { 256 * MIB },
+            streams: 8,
+            stream_bytes: if quick { 4 * MIB } else { 32 * MIB },
+            rate,
+            warmup: Duration::from_millis(if quick { 200 } else { 500 }),
+            paced: Duration::from_secs(if quick { 1 } else { 5 }),
+            message: 1024,
+            conns: if quick { 200 } else { 2_000 },
+            concurrency: 4,
+        })
+    }
+
+    fn sizes(&self) -> String {
+        format!(
+            "bulk {} MiB one way on one connection; {} streams x {} MiB at once; latency {} B \
+             request/response paced at {:.0} req/s on one connection, {:.1} s warm-up + {:.1} s \
+             timed; new connections {} (connect, {} B each way, close), {} concurrent.",
+            self.bulk_bytes / MIB,
+            self.streams,
+            self.stream_bytes / MIB,
+            self.message,
+            self.rate,
+            self.warmup.as_secs_f64(),
+            self.paced.as_secs_f64(),
+            self.conns,
+            self.message,
+            self.concurrency,
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    // A ztunnel or node agent of the lab: this binary re-executed.
+    if let Some(code) = lab::mesh::dispatch() {
+        return code;
+    }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("node benchmark: skipped (run it with `cargo bench -p benches --bench node`)");
+        return ExitCode::SUCCESS;
+    }
+    // First, while the process has one thread: the lab's privileges.
+    let sandbox = match lab::sandbox::enter() {
+        Ok(mode) => format!("{mode:?}"),
+        Err(e) => {
+            eprintln!("node benchmark: cannot set up the lab sandbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(sandbox) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(sandbox: String) -> Result<()> {
+    if cfg!(debug_assertions) {
+        bail!("debug build: benchmark numbers would be meaningless; use `cargo bench`");
+    }
+    let plan = Plan::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.workers)
+        .enable_all()
+        .build()?;
+    let load_before = loadavg();
+    let results = runtime.block_on(measure(&plan))?;
+    let load = [load_before, loadavg()];
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let root = workspace_root();
+    let meta = metadata(&plan, sandbox, load, &root);
+    let rows = node_report::rows(&results);
+    let md = node_report::markdown(&meta, &rows, &results);
+    println!("\n{md}");
+    let dir = root.join("bench-results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let stem = if plan.quick { "node-quick" } else { "node" };
+    let json = serde_json::to_string_pretty(&node_report::json(&meta, &rows, &results))?;
+    for (ext, body) in [("md", md), ("json", json + "\n")] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    for target in node_report::targets(&results) {
+        println!("{}", target.line());
+    }
+    Ok(())
+}
+
+async fn measure(plan: &Plan) -> Result<NodeResults> {
+    let mut results = NodeResults::default();
+    for run in 1..=plan.runs {
+        // A fresh lab per run: every run's ztunnels start from nothing, so their memory
+        // (and everything else) is an independent sample.
+        let started = Instant::now();
+        let lab = NodeLab::start().await?;
+        let setup = started.elapsed();
+        results.idle_memory.push(lab.ztunnel_memory()?);
+        let mut line = format!("run {run}/{} (lab up in {setup:.1?}):", plan.runs);
+        one_run(plan, run, &lab, &mut results, &mut line).await?;
+        let memory = lab.ztunnel_memory()?;
+        for m in &memory {
+            line += &format!(" | node {} ztunnel RSS {:.1} MiB", m.node, m.rss_mib);
+        }
+        results.memory.push(memory);
+        eprintln!("{line}");
+    }
+    Ok(results)
+}
+
+/// Every figure for both configurations, back to back.
+async fn one_run(
+    plan: &Plan,
+    run: usize,
+    lab: &NodeLab,
+    results: &mut NodeResults,
+    line: &mut String,
+) -> Result<()> {
+    // Alternate which configuration goes first, so neither always gets a warm machine.
+    let mut order = NodeConfig::ALL.to_vec();
+    if run.is_multiple_of(2) {
+        order.reverse();
+    }
+    for &config in &order {
+        let path = lab.path(config);
+        let tput = load::bulk_on(path.dial().await?, plan.bulk_bytes);
+        let tput = bounded(config, "bulk", tput).await?;
+        results.push(config, NodeFigure::Throughput, tput);
+        *line += &format!(" {} {tput:.0} MiB/s", config.name());
+    }
+    for &config in &order {
+        let path = lab.path(config);
+        let mut streams = Vec::with_capacity(plan.streams);
+        for _ in 0..plan.streams {
+            streams.push(path.dial().await?);
+        }
+        let agg = load::parallel_bulk(streams, plan.stream_bytes);
+        let agg = bounded(config, "parallel bulk", agg).await?;
+        results.push(config, NodeFigure::ParallelThroughput, agg);
+        *line += &format!(" | {} x{} {agg:.0} MiB/s", config.name(), plan.streams);
+    }
+    for &config in &order {
+        let tcp = lab.path(config).dial().await?;
+        let lat = load::paced_latency(tcp, plan.rate, plan.warmup, plan.paced, plan.message);
+        let lat = bounded(config, "paced latency", lat).await?;
+        if lat.achieved_rate < 0.9 * plan.rate {
+            eprintln!(
+                "warning: {}: paced latency reached only {:.0} of {:.0} req/s",
+                config.name(),
+                lat.achieved_rate,
+                plan.rate
+            );
+        }
+        results.achieved_rates.push(lat.achieved_rate);
+        results.push(config, NodeFigure::LatencyP50, lat.p50_us);
+        results.push(config, NodeFigure::LatencyP99, lat.p99_us);
+        *line += &format!(
+            " | {} p50 {:.0} p99 {:.0} max {:.0} µs @{:.0}/s",
+            config.name(),
+            lat.p50_us,
+            lat.p99_us,
+            lat.max_us,
+            lat.achieved_rate
+        );
+    }
+    for &config in &order {
+        let dialer = lab.path(config).dialer();
+        let rate = load::new_connection_rate(dialer, plan.conns, plan.concurrency, plan.message);
+        let rate = bounded(config, "new connections", rate).await?;
+        results.push(config, NodeFigure::ConnectionRate, rate);
+        *line += &format!(" | {} {rate:.0} conn/s", config.name());
+    }
+    ensure!(
+        lab.errors.count() == 0,
+        "{} load-server errors during run {run}",
+        lab.errors.count()
+    );
+    let complaints = lab.ztunnel_complaints();
+    ensure!(
+        complaints.is_empty(),
+        "ztunnel warnings/errors during run {run}:\n{}",
+        complaints.join("\n")
+    );
+    Ok(())
+}
+
+async fn bounded<T>(
+    config: NodeConfig,
+    what: &str,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(FIGURE_TIMEOUT, f)
+        .await
+        .with_context(|| format!("{}: {what} exceeded {FIGURE_TIMEOUT:?}", config.name()))?
+        .with_context(|| format!("{}: {what}", config.name()))
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(root)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The 1-minute load average: other work on the machine skews every figure.
+fn loadavg() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU model and kernel release, as far as `/proc` tells.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+    format!("{cpu}, Linux {kernel}")
+}
+
+/// The command line that reproduces this run, with the knobs that were set.
+fn command() -> String {
+    let mut cmd = String::new();
+    for var in [
+        "BENCH_QUICK",
+        "BENCH_RUNS",
+        "BENCH_RATE",
+        "BENCH_WORKERS",
+        "LAB_MESH_LOG",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            cmd += &format!("{var}={v} ");
+        }
+    }
+    cmd + "cargo bench -p benches --bench node"
+}
+
+fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2], root: &Path) -> NodeMetadata {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    NodeMetadata {
+        date_utc: report::utc_timestamp(now),
+        git_commit: git(root, &["rev-parse", "--short=12", "HEAD"]),
+        git_dirty: git(root, &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        command: command(),
+        machine: machine(),
+        nproc: nproc(),
+        tls_backend: hbone::tls::BACKEND,
+        sandbox,
+        ztunnel_log_level: std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".to_owned()),
+        loadavg_before_after: load,
+        runtime_worker_threads: plan.workers,
+        runs: plan.runs,
+        quick: plan.quick,
+        sizes: plan.sizes(),
+        notes: vec![
+            "Lab topology: network namespaces for a wire bridge, two nodes and the pods (ptp \
+             veths, routed through the nodes); client pod on node 0, server pod on node 1. \
+             direct = both pods in the non-enrolled namespace `legacy`; ztunnel = both in \
+             `mesh`, so client pod -> node 0's ztunnel (listening inside the pod) -> HBONE \
+             (mTLS, HTTP/2 CONNECT) -> node 1's ztunnel -> server pod. Before timing, the \
+             ztunnel logs prove the ztunnel path went over HBONE and the direct path through \
+             no ztunnel."
+                .to_owned(),
+            "The load client and server run in this process on one tokio runtime; the two \
+             ztunnels (and node agents) are separate processes. Everything, kernel \
+             forwarding included, shares the machine's CPUs. Each figure is measured for both \
+             configurations back to back, the order alternating between runs."
+                .to_owned(),
+            "Latency: one connection; a 1 KiB request is sent on each tick of a tokio \
+             interval (1 ms; missed ticks are caught up) and timed from its first write to the \
+             last byte of its echo. p50/p99 are per run; the table shows their median and \
+             spread. 'added by ztunnel' is ztunnel − direct within each run, then the median \
+             and spread of those differences."
+                .to_owned(),
+            "New connections: each is a socket created inside the client pod (setns), \
+             connect, 1 KiB request, 1 KiB echo, half-close, wait for the server's close. With \
+             ztunnel each is a new CONNECT stream on the pooled HBONE connection; both ztunnels \
+             write an access-log line per connection at the default log level."
+                .to_owned(),
+            "Memory: VmRSS of both ztunnel processes from /proc/<pid>/status once the lab is \
+             up (before traffic) and after each run; every run starts a fresh lab, so each \
+             run's ztunnels are new processes. The target takes, per run, the larger of the \
+             two ztunnels after the run, and checks the median over runs. The ztunnel process is this \
+             benchmark binary re-executed (lab::mesh), running the same app::main as the \
+             ztunnel binary."
+                .to_owned(),
+        ],
+    }
+}
