@@ -16,11 +16,12 @@
 //! connection, as ztunnel ships).
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use benches::host::{git_state, loadavg, machine, nproc, workspace_root};
 use benches::load;
 use benches::node::{NodeConfig, NodeLab};
 use benches::node_report::{self, NodeFigure, NodeMetadata, NodeResults};
@@ -279,48 +280,6 @@ async fn bounded<T>(
         .with_context(|| format!("{}: {what}", config.name()))
 }
 
-fn nproc() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn git(root: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(root)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The 1-minute load average: other work on the machine skews every figure.
-fn loadavg() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
-/// CPU model and kernel release, as far as `/proc` tells.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
-    format!("{cpu}, Linux {kernel}")
-}
-
 /// The command line that reproduces this run, with the knobs that were set.
 fn command() -> String {
     let mut cmd = String::new();
@@ -342,10 +301,11 @@ fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2], root: &Path) -
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let (git_commit, git_dirty) = git_state(root);
     NodeMetadata {
         date_utc: report::utc_timestamp(now),
-        git_commit: git(root, &["rev-parse", "--short=12", "HEAD"]),
-        git_dirty: git(root, &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        git_commit,
+        git_dirty,
         command: command(),
         machine: machine(),
         nproc: nproc(),

@@ -11,11 +11,11 @@
 //! one per CPU).
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use benches::host::{git_state, loadavg, nproc, workspace_root};
 use benches::load;
 use benches::report::{self, Figure, Metadata, Results};
 use benches::topology::{Certs, Config, Topology};
@@ -51,7 +51,7 @@ impl Plan {
             (1..=50).contains(&runs),
             "BENCH_RUNS must be 1..=50, got {runs}"
         );
-        let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let nproc = nproc();
         let workers = match std::env::var("BENCH_WORKERS") {
             Ok(v) => v.parse().with_context(|| format!("BENCH_WORKERS={v:?}"))?,
             Err(_) => nproc,
@@ -98,7 +98,7 @@ fn main() -> Result<()> {
         bail!("debug build: benchmark numbers would be meaningless; use `cargo bench`");
     }
     let plan = Plan::from_env()?;
-    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nproc = nproc();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.workers)
         .enable_all()
@@ -190,28 +190,6 @@ async fn bounded<T>(config: Config, what: &str, f: impl Future<Output = Result<T
         .with_context(|| format!("{}: {what}", config.name()))
 }
 
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn git(root: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(root)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The 1-minute load average: other work on the machine skews every figure.
-fn loadavg() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 fn metadata(
     plan: &Plan,
     nproc: usize,
@@ -222,10 +200,11 @@ fn metadata(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let (git_commit, git_dirty) = git_state(root);
     Metadata {
         date_utc: report::utc_timestamp(now),
-        git_commit: git(root, &["rev-parse", "--short=12", "HEAD"]),
-        git_dirty: git(root, &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        git_commit,
+        git_dirty,
         tls_backend: hbone::tls::BACKEND,
         nproc,
         loadavg_before_after: load,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::node::{Memory, NodeConfig};
-use crate::report::{fmt_ratio, fmt_value};
+use crate::report::{commit_label, fmt_ratio, fmt_value};
 use crate::stats::{Summary, ratio};
 
 /// What is measured for both configurations.
@@ -268,11 +268,7 @@ pub struct NodeMetadata {
 
 pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) -> String {
     let mut md = String::from("# Node benchmark (lab: pod -> pod on another node)\n\n");
-    let commit = match (&meta.git_commit, meta.git_dirty) {
-        (Some(c), Some(true)) => format!("{c} (uncommitted changes)"),
-        (Some(c), _) => c.clone(),
-        (None, _) => "unknown".to_owned(),
-    };
+    let commit = commit_label(meta.git_commit.as_deref(), meta.git_dirty);
     let _ = writeln!(
         md,
         "{date}, commit {commit}, `{cmd}`.\n\nMachine: {machine}, {nproc} CPUs; TLS backend \

@@ -190,13 +190,18 @@ pub fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
 }
 
+/// `abc123`, `abc123 (uncommitted changes)` or `unknown`, for report headers.
+pub fn commit_label(commit: Option<&str>, dirty: Option<bool>) -> String {
+    match (commit, dirty) {
+        (Some(c), Some(true)) => format!("{c} (uncommitted changes)"),
+        (Some(c), _) => c.to_owned(),
+        (None, _) => "unknown".to_owned(),
+    }
+}
+
 pub fn markdown(meta: &Metadata, rows: &[Row], targets: &[Target]) -> String {
     let mut md = String::from("# Tunnel benchmark\n\n");
-    let commit = match (&meta.git_commit, meta.git_dirty) {
-        (Some(c), Some(true)) => format!("{c} (uncommitted changes)"),
-        (Some(c), _) => c.clone(),
-        (None, _) => "unknown".to_owned(),
-    };
+    let commit = commit_label(meta.git_commit.as_deref(), meta.git_dirty);
     let _ = writeln!(
         md,
         "{date}, commit {commit}, TLS backend `{tls}`, {nproc} CPUs, tokio multi-thread \

@@ -108,10 +108,8 @@ impl ZdsConnection {
         &self.socket
     }
 
-    async fn recv<M: Message + Default>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<(M, Vec<OwnedFd>), ZdsError> {
+    /// The next packet and its descriptors; EOF and truncation are errors.
+    async fn recv_packet(&mut self) -> Result<(&[u8], Vec<OwnedFd>), ZdsError> {
         let got = self.socket.recv(&mut self.buf).await?;
         if got.len == 0 && got.fds.is_empty() {
             return Err(ZdsError::Closed);
@@ -119,9 +117,16 @@ impl ZdsConnection {
         if got.truncated {
             return Err(ZdsError::Truncated);
         }
-        let msg =
-            M::decode(&self.buf[..got.len]).map_err(|source| ZdsError::Decode { what, source })?;
-        Ok((msg, got.fds))
+        Ok((&self.buf[..got.len], got.fds))
+    }
+
+    async fn recv<M: Message + Default>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(M, Vec<OwnedFd>), ZdsError> {
+        let (bytes, fds) = self.recv_packet().await?;
+        let msg = M::decode(bytes).map_err(|source| ZdsError::Decode { what, source })?;
+        Ok((msg, fds))
     }
 
     /// Agent side: the first message of a connection.
@@ -142,14 +147,8 @@ impl ZdsConnection {
     /// ztunnel side: the next request. A non-fatal error concerns this message only;
     /// answer it with [`Self::send_ack`]`(Some(reason))` and keep reading.
     pub async fn recv_request(&mut self) -> Result<Request, ZdsError> {
-        let got = self.socket.recv(&mut self.buf).await?;
-        if got.len == 0 && got.fds.is_empty() {
-            return Err(ZdsError::Closed);
-        }
-        if got.truncated {
-            return Err(ZdsError::Truncated);
-        }
-        decode_request(&self.buf[..got.len], got.fds)
+        let (bytes, fds) = self.recv_packet().await?;
+        decode_request(bytes, fds)
     }
 
     /// ztunnel side: ACK (`None`) or NACK (`Some(reason)`) the last request.

@@ -36,6 +36,7 @@ mod pod;
 mod process;
 pub mod sandbox;
 mod topology;
+pub mod trial;
 
 pub use capture::Capture;
 pub use error::LabError;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use inpod::Netns;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, State};
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -215,12 +215,8 @@ impl Netlink {
             .output_interface(index)
             .scope(RouteScope::Link)
             .build();
-        self.handle
-            .route()
-            .add(route)
-            .execute()
+        self.add_route(route, format!("add route {dest}/{prefix} dev {index}"))
             .await
-            .map_err(self.fail(format!("add route {dest}/{prefix} dev {index}")))
     }
 
     /// A route to `dest/prefix` via `gateway` (`prefix` 0 is the default route).
@@ -234,12 +230,17 @@ impl Netlink {
             .destination_prefix(dest, prefix)
             .gateway(gateway)
             .build();
+        self.add_route(route, format!("add route {dest}/{prefix} via {gateway}"))
+            .await
+    }
+
+    async fn add_route(&self, route: RouteMessage, what: String) -> Result<(), LabError> {
         self.handle
             .route()
             .add(route)
             .execute()
             .await
-            .map_err(self.fail(format!("add route {dest}/{prefix} via {gateway}")))
+            .map_err(self.fail(what))
     }
 
     /// Deletes a link; for a veth this removes both ends. An already missing link is not

@@ -69,18 +69,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    Trial::test(name, move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            match timeout(TRIAL_BOUND, test()).await {
-                Ok(result) => result.map_err(|e| format!("{e:#}").into()),
-                Err(_) => Err(format!("trial still running after {TRIAL_BOUND:?}").into()),
-            }
-        })
-    })
+    lab::trial::trial(name, TRIAL_BOUND, test)
 }
 
 /// Accepts one connection, echoes one message, returns the client's address.

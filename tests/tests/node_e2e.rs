@@ -72,20 +72,9 @@ fn main() -> ExitCode {
 fn trial<F, Fut>(name: &str, test: F) -> Trial
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<()>>,
+    Fut: Future<Output = anyhow::Result<()>>,
 {
-    Trial::test(name, move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            match timeout(TRIAL_BOUND, test()).await {
-                Ok(result) => result.map_err(|e| format!("{e:#}").into()),
-                Err(_) => Err(format!("trial still running after {TRIAL_BOUND:?}").into()),
-            }
-        })
-    })
+    lab::trial::trial(name, TRIAL_BOUND, test)
 }
 
 fn in_mesh(name: &str, node: usize) -> PodSpec {

@@ -1,0 +1,28 @@
+//! Lab test trials for libtest-mimic (`harness = false` test binaries): each runs on its
+//! own 2-worker tokio runtime, bounded, with the error chain as the failure message.
+
+use std::future::Future;
+use std::time::Duration;
+
+use libtest_mimic::Trial;
+
+/// A trial named `name` running `test`; still running after `bound` is a failure, so a
+/// hang fails instead of stalling CI.
+pub fn trial<F, Fut>(name: &str, bound: Duration, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    Trial::test(name, move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            match tokio::time::timeout(bound, test()).await {
+                Ok(result) => result.map_err(|e| format!("{e:#}").into()),
+                Err(_) => Err(format!("trial still running after {bound:?}").into()),
+            }
+        })
+    })
+}
