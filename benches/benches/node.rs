@@ -4,7 +4,9 @@
 //! the other node, two ways: `direct` (neither pod enrolled) and `ztunnel` (both enrolled:
 //! client pod -> ztunnel -> HBONE -> ztunnel -> server pod). Figures: single-stream and
 //! 8-stream bulk throughput, 1 KiB request/response latency at a fixed rate, new
-//! connections per second, and the ztunnels' RSS. `BENCH_RUNS` runs (default 5), each on
+//! connections per second, and the ztunnels' RSS. The latency figure is repeated with
+//! every process on the path held to one CPU, which separates ztunnel's own cost from the
+//! cost of waking idle vCPUs. `BENCH_RUNS` runs (default 5), each on
 //! a freshly started lab, each figure measured for both configurations back to back
 //! (order alternating per run).
 //! Writes `bench-results/node.{md,json}` under the workspace root.
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use benches::affinity::OneCpu;
 use benches::host::{git_state, loadavg, machine, nproc, workspace_root};
 use benches::load;
 use benches::node::{NodeConfig, NodeLab};
@@ -224,29 +227,16 @@ async fn one_run(
         results.push(config, NodeFigure::ParallelThroughput, agg);
         *line += &format!(" | {} x{} {agg:.0} MiB/s", config.name(), plan.streams);
     }
-    for &config in &order {
-        let tcp = lab.path(config).dial().await?;
-        let lat = load::paced_latency(tcp, plan.rate, plan.warmup, plan.paced, plan.message);
-        let lat = bounded(config, "paced latency", lat).await?;
-        if lat.achieved_rate < 0.9 * plan.rate {
-            eprintln!(
-                "warning: {}: paced latency reached only {:.0} of {:.0} req/s",
-                config.name(),
-                lat.achieved_rate,
-                plan.rate
-            );
-        }
-        results.achieved_rates.push(lat.achieved_rate);
-        results.push(config, NodeFigure::LatencyP50, lat.p50_us);
-        results.push(config, NodeFigure::LatencyP99, lat.p99_us);
-        *line += &format!(
-            " | {} p50 {:.0} p99 {:.0} max {:.0} µs @{:.0}/s",
-            config.name(),
-            lat.p50_us,
-            lat.p99_us,
-            lat.max_us,
-            lat.achieved_rate
-        );
+    paced_latency(plan, lab, &order, results, line, false).await?;
+    {
+        // Every process on the path (this one, both ztunnels) held to CPU 0 for the repeat.
+        let pids = [
+            std::process::id(),
+            lab.mesh.ztunnel_pid(0).context("node 0 has no ztunnel")?,
+            lab.mesh.ztunnel_pid(1).context("node 1 has no ztunnel")?,
+        ];
+        let _pinned = OneCpu::pin(&pids)?;
+        paced_latency(plan, lab, &order, results, line, true).await?;
     }
     for &config in &order {
         let dialer = lab.path(config).dialer();
@@ -266,6 +256,52 @@ async fn one_run(
         "ztunnel warnings/errors during run {run}:\n{}",
         complaints.join("\n")
     );
+    Ok(())
+}
+
+/// The 1 KiB request/response figure for both configurations; `one_cpu` files it under the
+/// one-CPU figures (the caller holds the pin).
+async fn paced_latency(
+    plan: &Plan,
+    lab: &NodeLab,
+    order: &[NodeConfig],
+    results: &mut NodeResults,
+    line: &mut String,
+    one_cpu: bool,
+) -> Result<()> {
+    let (p50, p99, tag) = if one_cpu {
+        (
+            NodeFigure::OneCpuLatencyP50,
+            NodeFigure::OneCpuLatencyP99,
+            " (CPU 0)",
+        )
+    } else {
+        (NodeFigure::LatencyP50, NodeFigure::LatencyP99, "")
+    };
+    for &config in order {
+        let tcp = lab.path(config).dial().await?;
+        let lat = load::paced_latency(tcp, plan.rate, plan.warmup, plan.paced, plan.message);
+        let lat = bounded(config, "paced latency", lat).await?;
+        if lat.achieved_rate < 0.9 * plan.rate {
+            eprintln!(
+                "warning: {}{tag}: paced latency reached only {:.0} of {:.0} req/s",
+                config.name(),
+                lat.achieved_rate,
+                plan.rate
+            );
+        }
+        results.achieved_rates.push(lat.achieved_rate);
+        results.push(config, p50, lat.p50_us);
+        results.push(config, p99, lat.p99_us);
+        *line += &format!(
+            " | {}{tag} p50 {:.0} p99 {:.0} max {:.0} µs @{:.0}/s",
+            config.name(),
+            lat.p50_us,
+            lat.p99_us,
+            lat.max_us,
+            lat.achieved_rate
+        );
+    }
     Ok(())
 }
 
@@ -336,6 +372,13 @@ fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2], root: &Path) -
              last byte of its echo. p50/p99 are per run; the table shows their median and \
              spread. 'added by ztunnel' is ztunnel − direct within each run, then the median \
              and spread of those differences."
+                .to_owned(),
+            "One CPU: the latency figure again with every thread of this process and of both \
+             ztunnels held to CPU 0 (sched_setaffinity), then released. On a VM that halts idle \
+             vCPUs, each hand-off to a process whose vCPU is asleep waits for the hypervisor \
+             to wake it; the ztunnel path has four more hand-offs per round trip than the direct \
+             one. On one CPU the hand-offs are plain context switches, so this figure isolates \
+             what ztunnel's own work adds."
                 .to_owned(),
             "New connections: each is a socket created inside the client pod (setns), \
              connect, 1 KiB request, 1 KiB echo, half-close, wait for the server's close. With \

@@ -19,15 +19,20 @@ pub enum NodeFigure {
     ParallelThroughput,
     LatencyP50,
     LatencyP99,
+    /// The same latency figure with every lab process held to one CPU.
+    OneCpuLatencyP50,
+    OneCpuLatencyP99,
     ConnectionRate,
 }
 
 impl NodeFigure {
-    pub const ALL: [NodeFigure; 5] = [
+    pub const ALL: [NodeFigure; 7] = [
         NodeFigure::Throughput,
         NodeFigure::ParallelThroughput,
         NodeFigure::LatencyP50,
         NodeFigure::LatencyP99,
+        NodeFigure::OneCpuLatencyP50,
+        NodeFigure::OneCpuLatencyP99,
         NodeFigure::ConnectionRate,
     ];
 
@@ -37,6 +42,8 @@ impl NodeFigure {
             NodeFigure::ParallelThroughput => "bulk throughput, 8 streams",
             NodeFigure::LatencyP50 => "1 KiB req/resp at fixed rate, p50",
             NodeFigure::LatencyP99 => "1 KiB req/resp at fixed rate, p99",
+            NodeFigure::OneCpuLatencyP50 => "1 KiB req/resp, every lab process on CPU 0, p50",
+            NodeFigure::OneCpuLatencyP99 => "1 KiB req/resp, every lab process on CPU 0, p99",
             NodeFigure::ConnectionRate => "new connections",
         }
     }
@@ -44,13 +51,23 @@ impl NodeFigure {
     pub fn unit(self) -> &'static str {
         match self {
             NodeFigure::Throughput | NodeFigure::ParallelThroughput => "MiB/s",
-            NodeFigure::LatencyP50 | NodeFigure::LatencyP99 => "µs",
-            NodeFigure::ConnectionRate => "conn/s",
+            f if f.is_latency() => "µs",
+            _ => "conn/s",
         }
     }
 
+    pub fn is_latency(self) -> bool {
+        matches!(
+            self,
+            NodeFigure::LatencyP50
+                | NodeFigure::LatencyP99
+                | NodeFigure::OneCpuLatencyP50
+                | NodeFigure::OneCpuLatencyP99
+        )
+    }
+
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, NodeFigure::LatencyP50 | NodeFigure::LatencyP99)
+        !self.is_latency()
     }
 }
 
@@ -158,7 +175,7 @@ pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
                 });
             }
         }
-        if matches!(figure, NodeFigure::LatencyP50 | NodeFigure::LatencyP99)
+        if figure.is_latency()
             && let Some(summary) = results.added(figure)
         {
             rows.push(NodeRow {
@@ -218,6 +235,9 @@ pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
         }
     };
     let added = results.added(NodeFigure::LatencyP99).map(|s| s.median);
+    let added_one_cpu = results
+        .added(NodeFigure::OneCpuLatencyP99)
+        .map(|s| s.median);
     let rss = results.worst_rss();
     vec![
         throughput(
@@ -232,6 +252,11 @@ pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
             name: "p99 latency added by ztunnel <= 140 µs (median of per-run ztunnel − direct)",
             measured: added.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.0} µs")),
             pass: added.is_some_and(|a| a <= 140.0),
+        },
+        NodeTarget {
+            name: "the same with every lab process on CPU 0 (no idle-vCPU wake-ups) <= 140 µs",
+            measured: added_one_cpu.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.0} µs")),
+            pass: added_one_cpu.is_some_and(|a| a <= 140.0),
         },
         NodeTarget {
             name: "ztunnel RSS < 10 MiB after the run (larger of the two ztunnels, median \

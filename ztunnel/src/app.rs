@@ -28,10 +28,14 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
     };
     init_logging(&config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -77,6 +81,7 @@ async fn run(config: Config) -> Result<(), String> {
         pool: hbone::PoolConfig::default(),
     };
     let watcher = tokio::spawn(watcher);
+    let trimmer = tokio::spawn(crate::memory::trim_after_traffic(shutdown.clone()));
     let (snapshots, _) = watch::channel(0);
     let zds = tokio::spawn(crate::zds_client::run(
         config.zds_socket.clone(),
@@ -97,6 +102,7 @@ async fn run(config: Config) -> Result<(), String> {
     let _ = shutdown_tx.send(true);
     let _ = zds.await;
     let _ = watcher.await;
+    let _ = trimmer.await;
     info!("ztunnel stopped");
     Ok(())
 }

@@ -4,10 +4,12 @@
 //! ([`zds_client`]); for each pod ztunnel listens *inside* the pod ([`socket`]) on the
 //! outbound, inbound-plaintext and HBONE ports ([`proxy`]), resolving destinations
 //! against one shared [`state`] and presenting certificates from one [`cert`] source.
+//! [`memory`] hands freed heap back after traffic.
 
 pub mod app;
 pub mod cert;
 pub mod config;
+pub mod memory;
 pub mod pods;
 pub mod proxy;
 pub mod socket;

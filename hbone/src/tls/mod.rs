@@ -6,6 +6,7 @@
 //! rustls is the default backend; the `boring` feature switches to BoringSSL.
 
 mod certificate;
+mod read_ahead;
 
 #[cfg(feature = "boring")]
 mod boring_backend;
@@ -28,6 +29,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use certificate::{CertificateError, WorkloadCertificate};
+use read_ahead::ReadAhead;
 
 use crate::Identity;
 
@@ -108,7 +110,10 @@ impl ClientTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.inner.connect(io, expected).await.map(TlsStream)
+        self.inner
+            .connect(ReadAhead::new(io), expected)
+            .await
+            .map(TlsStream)
     }
 
     pub fn identity(&self) -> &Identity {
@@ -142,7 +147,7 @@ impl ServerTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (stream, peer) = self.inner.accept(io).await?;
+        let (stream, peer) = self.inner.accept(ReadAhead::new(io)).await?;
         Ok((TlsStream(stream), peer))
     }
 
@@ -152,7 +157,7 @@ impl ServerTls {
 }
 
 /// An established mTLS session (client or server side).
-pub struct TlsStream<IO>(backend::Stream<IO>);
+pub struct TlsStream<IO>(backend::Stream<ReadAhead<IO>>);
 
 impl<IO> std::fmt::Debug for TlsStream<IO> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -62,6 +62,7 @@ impl ConnectHandler for InboundHandler {
             error = error.as_deref().unwrap_or(""),
             "inbound connection closed"
         );
+        crate::memory::connection_closed();
     }
 }
 

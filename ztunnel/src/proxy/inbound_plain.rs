@@ -53,4 +53,5 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
         error = error.as_deref().unwrap_or(""),
         "inbound plaintext connection closed"
     );
+    crate::memory::connection_closed();
 }

@@ -83,6 +83,7 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
         error = error.as_deref().unwrap_or(""),
         "outbound connection closed"
     );
+    crate::memory::connection_closed();
 }
 
 /// Bound on reaching the upstream (TCP connect, or HBONE handshake + CONNECT answer).
