@@ -14,6 +14,7 @@
 //! | [`security`] | `istio.security` | `Authorization` (L4 policy) |
 //! | [`ca`] | `istio.v1.auth` | certificate signing, client + server |
 //! | [`zds`] | `istio.workload.zds` | node agent <-> ztunnel messages |
+//! | [`config`] | none (Kubernetes YAML) | Istio / Gateway API custom resources with validation |
 //!
 //! Well-known types (`google.protobuf.*`) are [`prost_types`], re-exported
 //! here (with [`prost`]) so dependants use the exact same versions.
@@ -90,6 +91,8 @@ pub mod ca {
 pub mod zds {
     pub use crate::pb::istio::workload::zds::*;
 }
+
+pub mod config;
 
 pub use security::AUTHORIZATION_TYPE_URL;
 pub use workload::ADDRESS_TYPE_URL;

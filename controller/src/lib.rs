@@ -1,0 +1,12 @@
+//! The controller: the mesh's control plane.
+//!
+//! Config comes from [`source`]s (a directory of manifests today; Kubernetes later) as typed
+//! [`resource`]s, parsed and checked by [`manifest`] and [`validate`], into one [`store`].
+//! [`app`] is the `controller` command line.
+
+pub mod app;
+pub mod manifest;
+pub mod resource;
+pub mod source;
+pub mod store;
+pub mod validate;

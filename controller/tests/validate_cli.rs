@@ -1,0 +1,73 @@
+//! `controller validate DIR` as a CI pipeline would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("controller-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.0.join(name), text).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn validate(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_controller"))
+        .args(["validate"])
+        .arg(dir)
+        .output()
+        .expect("run controller");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().expect("exited"), text)
+}
+
+const GOOD: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
+
+#[test]
+fn a_valid_directory_exits_zero() {
+    let dir = TempDir::new("good");
+    dir.write("app.yaml", GOOD);
+    let (code, text) = validate(&dir.0);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("2 objects, all valid"), "{text}");
+}
+
+#[test]
+fn each_problem_is_printed_with_file_object_and_field_and_exits_one() {
+    let dir = TempDir::new("bad");
+    dir.write("app.yaml", GOOD);
+    dir.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec: {ports: [{port: 99999}]}\n",
+    );
+    let (code, text) = validate(&dir.0);
+    assert_eq!(code, 1, "{text}");
+    let line = format!(
+        "{}/broken.yaml (document 1): Service shop/api: spec.ports[0].port: 99999 is not a port (1-65535)",
+        dir.0.display()
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(text.contains("1 problem (2 valid objects)"), "{text}");
+}
+
+#[test]
+fn a_missing_directory_is_a_usage_error() {
+    let (code, text) = validate(Path::new("/nonexistent/manifests"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is not a directory"), "{text}");
+}
