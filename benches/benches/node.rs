@@ -25,10 +25,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use benches::affinity::OneCpu;
 use benches::host::{git_state, loadavg, machine, nproc, workspace_root};
-use benches::load;
 use benches::node::{NodeConfig, NodeLab};
 use benches::node_report::{self, NodeFigure, NodeMetadata, NodeResults};
 use benches::report;
+use benches::{knobs, load};
 
 /// Bound on any single measurement; exceeding it is an error, not a result.
 const FIGURE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -53,32 +53,10 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Result<Plan> {
-        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let runs = match std::env::var("BENCH_RUNS") {
-            Ok(v) => v.parse().with_context(|| format!("BENCH_RUNS={v:?}"))?,
-            Err(_) if quick => 2,
-            Err(_) => 5,
-        };
-        ensure!(
-            (1..=50).contains(&runs),
-            "BENCH_RUNS must be 1..=50, got {runs}"
-        );
-        let workers = match std::env::var("BENCH_WORKERS") {
-            Ok(v) => v.parse().with_context(|| format!("BENCH_WORKERS={v:?}"))?,
-            Err(_) => nproc(),
-        };
-        ensure!(
-            (1..=64).contains(&workers),
-            "BENCH_WORKERS must be 1..=64, got {workers}"
-        );
-        let rate = match std::env::var("BENCH_RATE") {
-            Ok(v) => v.parse().with_context(|| format!("BENCH_RATE={v:?}"))?,
-            Err(_) => 1000.0,
-        };
-        ensure!(
-            (1.0..=1e6).contains(&rate),
-            "BENCH_RATE must be 1..=1000000 req/s, got {rate}"
-        );
+        let quick = knobs::quick();
+        let runs = knobs::runs(quick)?;
+        let workers = knobs::workers()?;
+        let rate = knobs::number("BENCH_RATE", 1000.0, 1.0..=1e6)?;
         Ok(Plan {
             runs,
             quick,

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use benches::host::{git_state, loadavg, nproc, workspace_root};
-use benches::load;
 use benches::report::{self, Figure, Metadata, Results};
 use benches::topology::{Certs, Config, Topology};
+use benches::{knobs, load};
 
 /// Bound on any single measurement; exceeding it is an error, not a result.
 const FIGURE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,25 +41,9 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Result<Plan> {
-        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let runs = match std::env::var("BENCH_RUNS") {
-            Ok(v) => v.parse().with_context(|| format!("BENCH_RUNS={v:?}"))?,
-            Err(_) if quick => 2,
-            Err(_) => 5,
-        };
-        ensure!(
-            (1..=50).contains(&runs),
-            "BENCH_RUNS must be 1..=50, got {runs}"
-        );
-        let nproc = nproc();
-        let workers = match std::env::var("BENCH_WORKERS") {
-            Ok(v) => v.parse().with_context(|| format!("BENCH_WORKERS={v:?}"))?,
-            Err(_) => nproc,
-        };
-        ensure!(
-            (1..=64).contains(&workers),
-            "BENCH_WORKERS must be 1..=64, got {workers}"
-        );
+        let quick = knobs::quick();
+        let runs = knobs::runs(quick)?;
+        let workers = knobs::workers()?;
         let configs = match std::env::var("BENCH_CONFIGS") {
             Ok(list) => list
                 .split(',')

@@ -2,13 +2,14 @@
 //! same run: direct TCP, a plain TCP relay and a TLS-only relay with the same hops.
 //!
 //! [`topology`] builds the paths under test on 127.0.0.1, [`load`] is the load server and
-//! client, [`stats`] the arithmetic, [`affinity`] pins processes to one CPU, [`report`] the Markdown/JSON output and [`host`] the machine facts
+//! client, [`stats`] the arithmetic, [`affinity`] pins processes to one CPU, [`report`] the Markdown/JSON output and [`host`] the machine facts, [`knobs`] the environment knobs
 //! they record. [`node`] is
 //! the lab topology (real ztunnel processes, pods on two nodes) and [`node_report`] its
 //! output. The benchmark binaries under `benches/` wire them together.
 
 pub mod affinity;
 pub mod host;
+pub mod knobs;
 pub mod load;
 pub mod node;
 pub mod node_report;

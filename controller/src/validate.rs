@@ -33,33 +33,28 @@ impl Problem {
 /// Every problem in `resource` (empty: valid).
 pub fn resource(resource: &Resource) -> Vec<Problem> {
     let mut out = Vec::new();
-    // The Istio types check their own metadata; the core ones are checked here.
     match resource {
         Resource::Namespace(ns) => namespace(ns, &mut out),
         Resource::Pod(pod) => self::pod(pod, &mut out),
         Resource::Service(svc) => service(svc, &mut out),
         Resource::ServiceAccount(sa) => service_account(sa, &mut out),
-        Resource::PeerAuthentication(o) => out.extend(istio(o.validate())),
-        Resource::AuthorizationPolicy(o) => out.extend(istio(o.validate())),
-        Resource::RequestAuthentication(o) => out.extend(istio(o.validate())),
-        Resource::VirtualService(o) => out.extend(istio(o.validate())),
-        Resource::DestinationRule(o) => out.extend(istio(o.validate())),
-        Resource::Gateway(o) => out.extend(istio(o.validate())),
+        // The Istio types check their metadata themselves.
+        Resource::PeerAuthentication(o) => return istio(o.validate()),
+        Resource::AuthorizationPolicy(o) => return istio(o.validate()),
+        Resource::RequestAuthentication(o) => return istio(o.validate()),
+        Resource::VirtualService(o) => return istio(o.validate()),
+        Resource::DestinationRule(o) => return istio(o.validate()),
+        Resource::Gateway(o) => return istio(o.validate()),
     }
-    if matches!(
-        resource,
-        Resource::Namespace(_)
-            | Resource::Pod(_)
-            | Resource::Service(_)
-            | Resource::ServiceAccount(_)
-    ) {
-        metadata(resource.metadata(), &mut out);
-    }
+    metadata(resource.metadata(), &mut out);
     out
 }
 
-fn istio(errors: Vec<api::config::FieldError>) -> impl Iterator<Item = Problem> {
-    errors.into_iter().map(|e| Problem::new(e.field, e.message))
+fn istio(errors: Vec<api::config::FieldError>) -> Vec<Problem> {
+    errors
+        .into_iter()
+        .map(|e| Problem::new(e.field, e.message))
+        .collect()
 }
 
 fn metadata(meta: &ObjectMeta, out: &mut Vec<Problem>) {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -56,10 +57,16 @@ impl ConfigSource for DirectorySource {
             let changes = tokio::task::spawn_blocking(move || read_changes(&dir, &scan)).await;
             match changes {
                 Ok(changes) => {
-                    for (path, contents) in changes {
-                        state.update_file(path, contents);
-                    }
-                    for event in state.reconcile() {
+                    // Nothing changed on disk: nothing to merge or compare.
+                    let pending = if changes.is_empty() {
+                        Vec::new()
+                    } else {
+                        for (path, contents) in changes {
+                            state.update_file(path, contents);
+                        }
+                        state.reconcile()
+                    };
+                    for event in pending {
                         if events.send(event).await.is_err() {
                             return;
                         }
@@ -145,15 +152,14 @@ fn list(
         }
     };
     for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // hidden, e.g. an editor's swap file
+        }
         let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
         // Follows symlinks, as `kubectl apply -f DIR` does.
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        if hidden {
-            continue;
-        }
         if meta.is_dir() {
             list(&path, found, errors);
         } else if is_manifest(&path) {
@@ -261,7 +267,10 @@ impl DirectoryState {
             let same = self
                 .emitted
                 .get(key)
-                .is_some_and(|old| old.resource == parsed.resource);
+                // Objects of unchanged files are the same allocation: skip the deep compare.
+                .is_some_and(|old| {
+                    Arc::ptr_eq(&old.resource, &parsed.resource) || old.resource == parsed.resource
+                });
             if !same {
                 events.push(SourceEvent::Applied(parsed.clone()));
             }
