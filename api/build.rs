@@ -26,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     // Emit `prost::Name` impls so `Any::from_msg` / `Any::to_msg` produce and
     // check the conventional `type.googleapis.com/<full name>` URLs.
+    // BTreeMap for map fields: encoding is then byte-stable, which the controller relies on
+    // (resource versions are hashes of the encoded bytes).
     config
+        .btree_map(["."])
         .enable_type_names()
         .type_name_domain(["."], "type.googleapis.com");
 

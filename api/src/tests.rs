@@ -2,7 +2,7 @@
 //! bytes, gRPC routing paths, and decoding of garbage.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -59,7 +59,7 @@ fn full_workload() -> workload::Workload {
             protocol: workload::application_tunnel::Protocol::Proxy as i32,
             port: 15088,
         }),
-        services: HashMap::from([(
+        services: BTreeMap::from([(
             "default/echo.default.svc.cluster.local".to_string(),
             workload::PortList {
                 ports: vec![workload::Port {
@@ -223,7 +223,7 @@ fn field_numbers_match_upstream_on_the_wire() {
                 service_port: 1,
                 target_port: 0,
             }];
-            m.services = HashMap::from([("k".to_string(), workload::PortList { ports })]);
+            m.services = BTreeMap::from([("k".to_string(), workload::PortList { ports })]);
         }),
         // 22: map entry {key = 1: "k", value = 2: PortList{ports = 1: [{service_port = 1: 1}]}}
         [
@@ -413,7 +413,7 @@ fn field_numbers_match_upstream_on_the_wire() {
         ]
     );
     let req = xds::DeltaDiscoveryRequest {
-        initial_resource_versions: HashMap::from([("k".into(), "v".into())]),
+        initial_resource_versions: BTreeMap::from([("k".into(), "v".into())]),
         ..Default::default()
     };
     assert_eq!(enc(&req), [0x2A, 0x06, 0x0A, 0x01, b'k', 0x12, 0x01, b'v']); // 5

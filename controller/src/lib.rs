@@ -4,9 +4,16 @@
 //! [`resource`]s, parsed and checked by [`manifest`] and [`validate`], into one [`store`].
 //! [`app`] is the `controller` command line.
 
+pub mod admin;
 pub mod app;
+pub mod auth;
+pub mod ca;
 pub mod manifest;
+pub mod pipeline;
 pub mod resource;
+pub mod serve;
 pub mod source;
 pub mod store;
+pub mod translate;
 pub mod validate;
+pub mod xds;

@@ -71,3 +71,29 @@ fn a_missing_directory_is_a_usage_error() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("is not a directory"), "{text}");
 }
+
+#[test]
+fn an_l7_policy_bound_to_ztunnel_is_reported_with_file_object_and_field() {
+    let dir = TempDir::new("l7");
+    dir.write("app.yaml", GOOD);
+    dir.write(
+        "policy.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: get-only, namespace: shop}\n\
+         spec: {rules: [{to: [{operation: {methods: [GET], ports: ['80']}}]}]}\n",
+    );
+    let (code, text) = validate(&dir.0);
+    assert_eq!(code, 1, "{text}");
+    let prefix = format!(
+        "{}/policy.yaml (document 1): AuthorizationPolicy shop/get-only: \
+         spec.rules[0].to[0].operation.methods: ",
+        dir.0.display()
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{text}"));
+    assert!(line.contains("L7") && line.contains("ALLOW"), "{line}");
+    assert!(line.contains("waypoint with targetRefs"), "{line}");
+    assert!(text.contains("1 problem (3 valid objects)"), "{text}");
+}

@@ -5,11 +5,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cert::LocalCa;
-use crate::config::{Config, ConfigError, LogFormat, USAGE};
+use crate::ca_client::{CaClient, CaClientConfig};
+use crate::cert::{CertificateSource, LocalCa};
+use crate::config::{CertificateAuthority, Config, ConfigError, LogFormat, USAGE, WorkloadSource};
+use crate::control_plane::ControlPlane;
 use crate::pods::PodRegistry;
 use crate::proxy::ProxyInputs;
+use crate::state::StateStore;
 use crate::state::local::load_and_watch;
+use crate::xds::{Backoff, NodeInfo, XdsClient, XdsConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -67,42 +71,111 @@ fn init_logging(format: &LogFormat) {
 
 async fn run(config: Config) -> Result<(), String> {
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (store, watcher) = load_and_watch(
-        config.state_file.clone(),
-        config.state_poll,
-        shutdown.clone(),
-    )
-    .map_err(|e| e.to_string())?;
-    let certs = Arc::new(LocalCa::from_dir(&config.ca_dir).map_err(|e| e.to_string())?);
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+        let _ = shutdown_tx.send(true);
+    });
+    let control_plane = match &config.control_plane {
+        Some(c) => Some(ControlPlane::new(c).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut tasks = Vec::new();
+    let (store, mut xds_status) = match (&config.workloads, &control_plane) {
+        (WorkloadSource::File(path), _) => {
+            let (store, watcher) =
+                load_and_watch(path.clone(), config.state_poll, shutdown.clone())
+                    .map_err(|e| e.to_string())?;
+            tasks.push(tokio::spawn(watcher));
+            (store, None)
+        }
+        (WorkloadSource::Controller, Some(cp)) => {
+            let store = Arc::new(StateStore::default());
+            let node = NodeInfo {
+                node_name: config.node_name.clone(),
+                ztunnel_id: format!("ztunnel~{}~{}", config.node_name, std::process::id()),
+            };
+            let client = XdsClient::new(
+                cp.clone(),
+                XdsConfig {
+                    node,
+                    backoff: Backoff::default(),
+                },
+                store.clone(),
+            );
+            let status = client.status();
+            tasks.push(tokio::spawn(client.run(shutdown.clone())));
+            (store, Some(status))
+        }
+        (WorkloadSource::Controller, None) => {
+            return Err("xDS needs the controller's address (--xds-address)".into());
+        }
+    };
+    let certs: Arc<dyn CertificateSource> = match (&config.certificates, &control_plane) {
+        (CertificateAuthority::LocalDir(dir), _) => {
+            Arc::new(LocalCa::from_dir(dir).map_err(|e| e.to_string())?)
+        }
+        (CertificateAuthority::Controller, Some(cp)) => {
+            Arc::new(CaClient::new(cp.clone(), CaClientConfig::default()))
+        }
+        (CertificateAuthority::Controller, None) => {
+            return Err("the CA needs the controller's address (--xds-address)".into());
+        }
+    };
     let inputs = ProxyInputs {
         state: store,
         certs,
         trust_domain: config.trust_domain.clone(),
         pool: hbone::PoolConfig::default(),
     };
-    let watcher = tokio::spawn(watcher);
-    let trimmer = tokio::spawn(crate::memory::trim_after_traffic(shutdown.clone()));
+    tasks.push(tokio::spawn(crate::memory::trim_after_traffic(
+        shutdown.clone(),
+    )));
+    let source = match &control_plane {
+        Some(cp) => format!("controller {}", cp.address()),
+        None => format!("state file {}", describe(&config.workloads)),
+    };
+    info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, "ztunnel started");
+    // Pods are taken over only once the workload state is known: before that, every
+    // destination would look like a non-mesh address and go out in plaintext.
+    if let Some(status) = &mut xds_status {
+        info!("waiting for the first xDS sync before taking over pods");
+        let mut stop = shutdown.clone();
+        let synced = tokio::select! {
+            ok = async { status.wait_for(|s| s.synced).await.is_ok() } => ok,
+            _ = async { drop(stop.wait_for(|s| *s).await) } => false,
+        };
+        if synced {
+            info!("xDS synced: taking over pods");
+        }
+    }
     let (snapshots, _) = watch::channel(0);
-    let zds = tokio::spawn(crate::zds_client::run(
+    tasks.push(tokio::spawn(crate::zds_client::run(
         config.zds_socket.clone(),
         PodRegistry::new(inputs),
         snapshots,
         shutdown,
-    ));
-    info!(zds = %config.zds_socket.display(), state = %config.state_file.display(), tls = hbone::tls::BACKEND, "ztunnel started");
+    )));
 
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    let mut stop = stopping;
+    let _ = stop.wait_for(|s| *s).await;
+    for task in tasks {
+        let _ = task.await;
     }
-    let _ = shutdown_tx.send(true);
-    let _ = zds.await;
-    let _ = watcher.await;
-    let _ = trimmer.await;
     info!("ztunnel stopped");
     Ok(())
+}
+
+fn describe(source: &WorkloadSource) -> String {
+    match source {
+        WorkloadSource::File(path) => path.display().to_string(),
+        WorkloadSource::Controller => "xDS".to_owned(),
+    }
 }

@@ -26,6 +26,57 @@ pub enum CertError {
         key: PathBuf,
         reason: String,
     },
+    #[error(
+        "cannot reach the CA at {address} for a certificate for {identity}: {reason} (is the controller running, port 15012 reachable, and its certificate signed by the mesh root this node trusts?)"
+    )]
+    CaUnreachable {
+        identity: Identity,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "the CA at {address} did not accept this node's token when asked for {identity}: {reason} (does the node token file match the controller's token table?)"
+    )]
+    CaUnauthenticated {
+        identity: Identity,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "the CA at {address} refused {identity} to this node: {reason} (is a pod with that service account scheduled on this node, and has the controller seen it yet?)"
+    )]
+    CaDenied {
+        identity: Identity,
+        address: String,
+        reason: String,
+    },
+    #[error("the CA at {address} rejected the request for {identity} ({code}): {reason}")]
+    CaRejected {
+        identity: Identity,
+        address: String,
+        code: String,
+        reason: String,
+    },
+    #[error(
+        "the CA at {address} answered the request for {identity} with an unusable certificate: {reason}"
+    )]
+    CaBadResponse {
+        identity: Identity,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "the certificate for {identity} expired and could not be renewed from the CA at {address}: {reason}"
+    )]
+    Expired {
+        identity: Identity,
+        address: String,
+        reason: String,
+    },
+    #[error("cannot build a certificate request for {identity}: {reason}")]
+    Csr { identity: Identity, reason: String },
+    #[error("the certificate request for {identity} was cancelled: no pod needs it any more")]
+    Cancelled { identity: Identity },
 }
 
 /// Gives the certificate to present for an identity.

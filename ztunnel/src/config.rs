@@ -5,11 +5,21 @@ use std::time::Duration;
 
 use hbone::DEFAULT_TRUST_DOMAIN;
 
-pub const USAGE: &str = "\
-usage: ztunnel --state-file FILE --ca-dir DIR [options]
+use crate::control_plane::{ControlPlaneConfig, DEFAULT_SERVER_NAME};
 
-  --state-file FILE     workloads and services (YAML/JSON; see ztunnel/README.md)  [ZTUNNEL_STATE_FILE]
-  --ca-dir DIR          local CA: DIR/ca.crt and DIR/ca.key (PEM)                  [ZTUNNEL_CA_DIR]
+pub const USAGE: &str = "\
+usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name NODE [options]
+       ztunnel --state-file FILE --ca-dir DIR [options]            (standalone, no controller)
+
+  --xds-address ADDR    the controller: delta xDS and the CA, https://HOST:15012    [ZTUNNEL_XDS_ADDRESS]
+  --root-cert FILE      mesh root certificate (PEM) the controller is checked against [ZTUNNEL_ROOT_CERT]
+  --token-file FILE     this node's bearer token for the controller                 [ZTUNNEL_TOKEN_FILE]
+  --node-name NODE      the node this ztunnel serves                                [NODE_NAME]
+  --server-name NAME    name in the controller's certificate (default istiod.istio-system.svc)
+  --state-file FILE     workloads and services from a file instead of xDS (YAML/JSON;
+                        see ztunnel/README.md)                                     [ZTUNNEL_STATE_FILE]
+  --ca-dir DIR          sign certificates locally with DIR/ca.crt and DIR/ca.key instead
+                        of asking the controller                                   [ZTUNNEL_CA_DIR]
   --zds-socket PATH     the node agent's ZDS socket (default /var/run/ztunnel/ztunnel.sock) [ZTUNNEL_ZDS_SOCKET]
   --trust-domain TD     trust domain for pods the state does not know (default cluster.local)
   --log-format FORMAT   text (default) or json; the level comes from RUST_LOG (default info)
@@ -27,10 +37,32 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where workloads, services and policies come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadSource {
+    /// The controller's delta xDS.
+    Controller,
+    /// A local state file, re-read when it changes.
+    File(PathBuf),
+}
+
+/// Where workload certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateAuthority {
+    /// The controller's CA (`CreateCertificate`).
+    Controller,
+    /// A CA key on local disk.
+    LocalDir(PathBuf),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub state_file: PathBuf,
-    pub ca_dir: PathBuf,
+    pub workloads: WorkloadSource,
+    pub certificates: CertificateAuthority,
+    /// Set when anything comes from the controller.
+    pub control_plane: Option<ControlPlaneConfig>,
+    /// The node this ztunnel serves (reported to the controller).
+    pub node_name: String,
     pub zds_socket: PathBuf,
     pub trust_domain: String,
     pub log_format: LogFormat,
@@ -48,6 +80,10 @@ pub enum ConfigError {
     Unknown(String),
     #[error("{0} is required (flag or environment variable)")]
     Required(&'static str),
+    #[error("give either --xds-address (the controller) or --state-file (standalone), not both")]
+    TwoWorkloadSources,
+    #[error("{0} is needed with --xds-address (flag or environment variable)")]
+    NeededWithController(&'static str),
     #[error("--log-format must be text or json, not {0:?}")]
     LogFormat(String),
     #[error("--worker-threads must be a whole number from 1 to {MAX_WORKER_THREADS}, not {0:?}")]
@@ -67,6 +103,13 @@ impl Config {
             env("ZTUNNEL_CA_DIR"),
             env("ZTUNNEL_ZDS_SOCKET"),
         );
+        let (mut xds_address, mut root_cert, mut token_file, mut node_name) = (
+            env("ZTUNNEL_XDS_ADDRESS"),
+            env("ZTUNNEL_ROOT_CERT"),
+            env("ZTUNNEL_TOKEN_FILE"),
+            env("NODE_NAME"),
+        );
+        let mut server_name = DEFAULT_SERVER_NAME.to_owned();
         let mut trust_domain = DEFAULT_TRUST_DOMAIN.to_owned();
         let mut log_format = LogFormat::Text;
         let mut worker_threads = env("ZTUNNEL_WORKER_THREADS");
@@ -80,6 +123,11 @@ impl Config {
                 "--state-file" => state_file = Some(value()?),
                 "--ca-dir" => ca_dir = Some(value()?),
                 "--zds-socket" => zds_socket = Some(value()?),
+                "--xds-address" => xds_address = Some(value()?),
+                "--root-cert" => root_cert = Some(value()?),
+                "--token-file" => token_file = Some(value()?),
+                "--node-name" => node_name = Some(value()?),
+                "--server-name" => server_name = value()?,
                 "--trust-domain" => trust_domain = value()?,
                 "--log-format" => {
                     log_format = match value()?.as_str() {
@@ -93,11 +141,40 @@ impl Config {
                 _ => return Err(ConfigError::Unknown(flag)),
             }
         }
+        let control_plane = match &xds_address {
+            None => None,
+            Some(address) => Some(ControlPlaneConfig {
+                address: address.clone(),
+                server_name,
+                root_cert: root_cert
+                    .ok_or(ConfigError::NeededWithController("--root-cert"))?
+                    .into(),
+                token_file: token_file
+                    .ok_or(ConfigError::NeededWithController("--token-file"))?
+                    .into(),
+            }),
+        };
+        let workloads = match (xds_address.is_some(), state_file) {
+            (true, Some(_)) => return Err(ConfigError::TwoWorkloadSources),
+            (true, None) => WorkloadSource::Controller,
+            (false, Some(file)) => WorkloadSource::File(file.into()),
+            (false, None) => return Err(ConfigError::Required("--xds-address or --state-file")),
+        };
+        let certificates = match (ca_dir, control_plane.is_some()) {
+            (Some(dir), _) => CertificateAuthority::LocalDir(dir.into()),
+            (None, true) => CertificateAuthority::Controller,
+            (None, false) => return Err(ConfigError::Required("--ca-dir (or --xds-address)")),
+        };
+        let node_name = match (node_name, &control_plane) {
+            (Some(n), _) => n,
+            (None, Some(_)) => return Err(ConfigError::NeededWithController("--node-name")),
+            (None, None) => String::new(),
+        };
         Ok(Config {
-            state_file: state_file
-                .ok_or(ConfigError::Required("--state-file"))?
-                .into(),
-            ca_dir: ca_dir.ok_or(ConfigError::Required("--ca-dir"))?.into(),
+            workloads,
+            certificates,
+            control_plane,
+            node_name,
             zds_socket: zds_socket
                 .unwrap_or_else(|| inpod::zds::DEFAULT_SOCKET.to_owned())
                 .into(),
@@ -132,13 +209,20 @@ mod tests {
             env,
         )
         .unwrap();
-        assert_eq!(c.state_file, PathBuf::from("/s.yaml"));
-        assert_eq!(c.ca_dir, PathBuf::from("/env/ca"));
+        assert_eq!(c.workloads, WorkloadSource::File("/s.yaml".into()));
+        assert_eq!(
+            c.certificates,
+            CertificateAuthority::LocalDir("/env/ca".into())
+        );
+        assert_eq!(c.control_plane, None);
         assert_eq!(c.zds_socket, PathBuf::from(inpod::zds::DEFAULT_SOCKET));
         assert_eq!(c.trust_domain, "cluster.local");
         assert_eq!(c.log_format, LogFormat::Json);
         let c = Config::parse(args(&["--state-file", "a", "--ca-dir", "/flag/ca"]), env).unwrap();
-        assert_eq!(c.ca_dir, PathBuf::from("/flag/ca"));
+        assert_eq!(
+            c.certificates,
+            CertificateAuthority::LocalDir("/flag/ca".into())
+        );
     }
 
     #[test]
@@ -146,7 +230,7 @@ mod tests {
         let none = |_: &str| None;
         assert_eq!(
             Config::parse(args(&["--ca-dir", "x"]), none),
-            Err(ConfigError::Required("--state-file"))
+            Err(ConfigError::Required("--xds-address or --state-file"))
         );
         assert_eq!(
             Config::parse(args(&["--state-file"]), none),
@@ -176,6 +260,48 @@ mod tests {
                 Err(ConfigError::WorkerThreads(bad.into()))
             );
         }
+    }
+
+    #[test]
+    fn the_controller_supplies_workloads_and_certificates() {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "node-1".to_owned());
+        let base = [
+            "--xds-address",
+            "https://10.0.0.1:15012",
+            "--root-cert",
+            "/root.pem",
+            "--token-file",
+            "/token",
+        ];
+        let c = Config::parse(args(&base), env).unwrap();
+        assert_eq!(c.workloads, WorkloadSource::Controller);
+        assert_eq!(c.certificates, CertificateAuthority::Controller);
+        assert_eq!(c.node_name, "node-1");
+        let cp = c.control_plane.unwrap();
+        assert_eq!(cp.address, "https://10.0.0.1:15012");
+        assert_eq!(cp.server_name, DEFAULT_SERVER_NAME);
+        assert_eq!(cp.root_cert, PathBuf::from("/root.pem"));
+        // A local CA may still sign while xDS comes from the controller.
+        let mut local = args(&base);
+        local.extend(args(&["--ca-dir", "/ca"]));
+        let c = Config::parse(local, env).unwrap();
+        assert_eq!(c.certificates, CertificateAuthority::LocalDir("/ca".into()));
+
+        let none = |_: &str| None;
+        assert_eq!(
+            Config::parse(args(&base), none),
+            Err(ConfigError::NeededWithController("--node-name"))
+        );
+        assert_eq!(
+            Config::parse(args(&base[..4]), env),
+            Err(ConfigError::NeededWithController("--token-file"))
+        );
+        let mut both = args(&base);
+        both.extend(args(&["--state-file", "s"]));
+        assert_eq!(
+            Config::parse(both, env),
+            Err(ConfigError::TwoWorkloadSources)
+        );
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //! [`memory`] hands freed heap back after traffic.
 
 pub mod app;
+pub mod ca_client;
 pub mod cert;
 pub mod config;
+pub mod control_plane;
 pub mod memory;
 pub mod pods;
 pub mod proxy;
+pub mod rbac;
 pub mod socket;
 pub mod state;
+pub mod xds;
 pub mod zds_client;

@@ -2,7 +2,7 @@
 //! inbound plaintext (15006), all listening inside the pod's network namespace and all
 //! sharing one workload state and one certificate source.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hbone::{Identity, Pool};
@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::cert::CertificateSource;
+use crate::rbac::{ConnectionInfo, Denied};
 use crate::socket::PodSockets;
-use crate::state::{StateStore, Workload};
+use crate::state::{StateStore, Workload, WorkloadState};
 
 mod dialer;
 mod inbound;
@@ -98,14 +99,52 @@ impl PodContext {
         self.inputs
             .state
             .snapshot()
-            .workload(&self.info.uid)
+            .pod(&self.info.namespace, &self.info.name)
             .cloned()
     }
 
-    /// Whether `ip` is one of this pod's own addresses.
-    pub fn owns(&self, ip: IpAddr) -> bool {
-        self.workload().is_some_and(|w| w.addresses.contains(&ip))
+    /// Decides an inbound connection against the current state (see [`admit`]).
+    pub(crate) fn admit(
+        &self,
+        src_ip: IpAddr,
+        src_identity: Option<&Identity>,
+        dst: SocketAddr,
+    ) -> Result<(), Refusal> {
+        let state = self.inputs.state.snapshot();
+        admit(&state, &self.info, src_ip, src_identity, dst)
     }
+}
+
+/// Why an inbound connection is not connected to the app.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `dst` is not an address of this pod (or the pod is not in the state yet).
+    NotThisPod,
+    /// The pod's authorization policies refuse the connection.
+    Denied(Denied),
+}
+
+/// The inbound decision shared by HBONE and plaintext, pure over a state snapshot: `dst`
+/// must be an address of `pod`, and the pod's policies must allow the connection.
+fn admit(
+    state: &WorkloadState,
+    pod: &PodInfo,
+    src_ip: IpAddr,
+    src_identity: Option<&Identity>,
+    dst: SocketAddr,
+) -> Result<(), Refusal> {
+    let workload = state
+        .pod(&pod.namespace, &pod.name)
+        .filter(|w| w.addresses.contains(&dst.ip()))
+        .ok_or(Refusal::NotThisPod)?;
+    let conn = ConnectionInfo {
+        src_ip,
+        src_identity: src_identity.cloned(),
+        dst_ip: dst.ip(),
+        dst_port: dst.port(),
+        dst_workload: workload.clone(),
+    };
+    state.authorize(&conn).map_err(Refusal::Denied)
 }
 
 /// A running set of proxies for one pod. Dropping it stops them.
@@ -124,7 +163,11 @@ impl PodProxies {
         inputs: ProxyInputs,
     ) -> Result<Self, StartError> {
         let pod = format!("{}/{}", info.namespace, info.name);
-        let known = inputs.state.snapshot().workload(&info.uid).cloned();
+        let known = inputs
+            .state
+            .snapshot()
+            .pod(&info.namespace, &info.name)
+            .cloned();
         let identity = match &known {
             Some(w) => w.identity.clone(),
             None => Identity::new(&inputs.trust_domain, &info.namespace, &info.service_account)
@@ -271,3 +314,6 @@ async fn accept_failed(listener: &str, error: std::io::Error) {
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use hbone::Identity;
 
+use crate::rbac::{ConnectionInfo, Denied, Policy, PolicyStore};
+
 pub mod local;
 
 /// `servicePort -> targetPort`.
@@ -33,6 +35,20 @@ pub enum TunnelProtocol {
 pub struct ServiceKey {
     pub namespace: String,
     pub hostname: String,
+}
+
+impl ServiceKey {
+    /// Parses `namespace/hostname`; `None` unless both parts are non-empty and the
+    /// hostname has no `/`.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (namespace, hostname) = key.split_once('/')?;
+        (!namespace.is_empty() && !hostname.is_empty() && !hostname.contains('/')).then(|| {
+            ServiceKey {
+                namespace: namespace.to_owned(),
+                hostname: hostname.to_owned(),
+            }
+        })
+    }
 }
 
 impl fmt::Display for ServiceKey {
@@ -59,6 +75,8 @@ pub struct Workload {
     /// Services this workload backs, with its own port mapping for each.
     pub services: BTreeMap<ServiceKey, PortMap>,
     pub healthy: bool,
+    /// `namespace/name` of the selector-based authorization policies that apply to it.
+    pub authorization_policies: Vec<String>,
     /// The SPIFFE identity, derived once when the workload is validated.
     pub identity: Identity,
 }
@@ -106,16 +124,20 @@ pub enum ResolveError {
     NoHealthyEndpoints { service: ServiceKey },
 }
 
-/// A consistent, validated set of workloads and services.
+/// A consistent, validated set of workloads, services and authorization policies.
 #[derive(Debug, Default)]
 pub struct WorkloadState {
     workloads: HashMap<String, Arc<Workload>>,
+    /// `(namespace, name)`: how a pod handed over by the node agent is found. Its ZDS uid
+    /// is the Kubernetes UID, which the workload API's uid (`cluster//Pod/ns/name`) is not.
+    by_name: HashMap<(String, String), Arc<Workload>>,
     by_ip: HashMap<IpAddr, Arc<Workload>>,
     services: HashMap<ServiceKey, Arc<Service>>,
     by_vip: HashMap<IpAddr, Arc<Service>>,
     /// Endpoints of each service, ordered by uid so round robin is deterministic.
     endpoints: HashMap<ServiceKey, Vec<Arc<Workload>>>,
     round_robin: HashMap<ServiceKey, AtomicUsize>,
+    policies: PolicyStore,
 }
 
 /// Two objects claim the same key, or an object is inconsistent.
@@ -137,18 +159,36 @@ pub enum StateError {
         first: ServiceKey,
         second: ServiceKey,
     },
+    #[error("authorization policy {0} appears twice")]
+    DuplicatePolicy(String),
 }
 
 impl WorkloadState {
     /// Indexes workloads and services, rejecting duplicates. Workloads may name services
     /// that do not exist (yet): they are simply not endpoints of anything.
     pub fn new(workloads: Vec<Workload>, services: Vec<Service>) -> Result<Self, StateError> {
-        let mut state = WorkloadState::default();
+        Self::with_policies(workloads, services, Vec::new())
+    }
+
+    /// As [`WorkloadState::new`], with authorization policies (unique by `namespace/name`).
+    pub fn with_policies(
+        workloads: Vec<Workload>,
+        services: Vec<Service>,
+        policies: Vec<Policy>,
+    ) -> Result<Self, StateError> {
+        let mut state = WorkloadState {
+            policies: PolicyStore::new(policies)?,
+            ..WorkloadState::default()
+        };
         for w in workloads {
             let w = Arc::new(w);
             if state.workloads.insert(w.uid.clone(), w.clone()).is_some() {
                 return Err(StateError::DuplicateUid(w.uid.clone()));
             }
+            state
+                .by_name
+                .entry((w.namespace.clone(), w.name.clone()))
+                .or_insert_with(|| w.clone());
             for ip in &w.addresses {
                 if let Some(other) = state.by_ip.insert(*ip, w.clone()) {
                     return Err(StateError::DuplicateAddress {
@@ -196,6 +236,11 @@ impl WorkloadState {
         self.workloads.get(uid)
     }
 
+    /// The pod `namespace/name` (the first one by uid order if several share the name).
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.by_name.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
         self.by_ip.get(&ip)
     }
@@ -210,6 +255,15 @@ impl WorkloadState {
 
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values()
+    }
+
+    pub fn policies(&self) -> &PolicyStore {
+        &self.policies
+    }
+
+    /// Whether the destination workload's policies let `conn` in.
+    pub fn authorize(&self, conn: &ConnectionInfo) -> Result<(), Denied> {
+        self.policies.authorize(conn)
     }
 
     /// Resolves a captured connection's original destination. A service VIP picks the

@@ -1,5 +1,6 @@
 //! Inbound HBONE (15008): mTLS with the pod's certificate, then each CONNECT is checked
-//! (the authority must be this pod) and connected to the app with the client's source IP.
+//! (the authority must be this pod: 400; the pod's authorization policies: 401) and
+//! connected to the app with the client's source IP.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::PodContext;
+use super::{PodContext, Refusal};
 
 pub(super) async fn serve(
     context: Arc<PodContext>,
@@ -40,11 +41,21 @@ impl ConnectHandler for InboundHandler {
             warn!(authority = %request.authority, src.identity = %request.peer_identity, "inbound CONNECT to a hostname; this pod only accepts ip:port");
             return Decision::Reject(StatusCode::BAD_REQUEST);
         };
-        if !self.context.owns(target.ip()) {
-            warn!(%target, src.identity = %request.peer_identity, "inbound CONNECT for an address that is not this pod");
-            return Decision::Reject(StatusCode::BAD_REQUEST);
+        let src = &request.peer_identity;
+        match self
+            .context
+            .admit(request.peer_addr.ip(), Some(src), target)
+        {
+            Ok(()) => Decision::Connect(target),
+            Err(Refusal::NotThisPod) => {
+                warn!(%target, src.identity = %src, "inbound CONNECT for an address that is not this pod");
+                Decision::Reject(StatusCode::BAD_REQUEST)
+            }
+            Err(Refusal::Denied(denied)) => {
+                warn!(src.addr = %request.peer_addr, src.identity = %src, dst.addr = %target, dst.identity = %self.context.identity, policy = %denied.policy, reason = %denied.reason, "inbound CONNECT denied by authorization policy");
+                Decision::Reject(StatusCode::UNAUTHORIZED)
+            }
         }
-        Decision::Connect(target)
     }
 
     fn finished(&self, request: &InboundConnect, outcome: &Result<Transferred, CopyError>) {

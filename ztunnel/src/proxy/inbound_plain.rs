@@ -1,5 +1,6 @@
 //! Inbound plaintext (15006): TCP from clients outside the mesh, redirected by the pod's
-//! capture rules. PERMISSIVE: accepted and connected to the app with the client's IP.
+//! capture rules. PERMISSIVE: accepted (unless the pod's authorization policies refuse a
+//! peer without identity) and connected to the app with the client's IP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{PodContext, accept_loop, redirected_dst};
+use super::{PodContext, Refusal, accept_loop, redirected_dst};
 
 pub(super) async fn serve(
     context: Arc<PodContext>,
@@ -28,9 +29,16 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
     let Some(dst) = redirected_dst(&client) else {
         return;
     };
-    if !context.owns(dst.ip()) {
-        warn!(%dst, "plaintext connection for an address that is not this pod; closing");
-        return;
+    match context.admit(peer.ip(), None, dst) {
+        Ok(()) => {}
+        Err(Refusal::NotThisPod) => {
+            warn!(%dst, "plaintext connection for an address that is not this pod; closing");
+            return;
+        }
+        Err(Refusal::Denied(denied)) => {
+            warn!(src.addr = %peer, dst.addr = %dst, dst.identity = %context.identity, policy = %denied.policy, reason = %denied.reason, "plaintext connection denied by authorization policy; closing");
+            return;
+        }
     }
     let mut upstream = match context.sockets.connect(dst, Some(peer.ip())).await {
         Ok(s) => s,

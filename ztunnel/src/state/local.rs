@@ -227,6 +227,7 @@ impl LocalWorkload {
             },
             services,
             healthy: self.status == LocalHealth::Healthy,
+            authorization_policies: Vec::new(),
             identity,
         })
     }
@@ -249,15 +250,7 @@ impl LocalService {
 }
 
 fn parse_service_key(key: &str) -> Result<ServiceKey, String> {
-    match key.split_once('/') {
-        Some((ns, host)) if !ns.is_empty() && !host.is_empty() && !host.contains('/') => {
-            Ok(ServiceKey {
-                namespace: ns.to_owned(),
-                hostname: host.to_owned(),
-            })
-        }
-        _ => Err(format!("service key {key:?} is not namespace/hostname")),
-    }
+    ServiceKey::parse(key).ok_or_else(|| format!("service key {key:?} is not namespace/hostname"))
 }
 
 fn check_ports(what: &str, ports: PortMap) -> Result<PortMap, String> {

@@ -17,6 +17,7 @@ fn workload(uid: &str, ip: &str) -> Workload {
         canonical_revision: "v1".into(),
         services: BTreeMap::new(),
         healthy: true,
+        authorization_policies: Vec::new(),
         identity: "spiffe://cluster.local/ns/default/sa/sa".parse().unwrap(),
     }
 }

@@ -1,0 +1,159 @@
+//! Pods -> `istio.workload.Workload`: identity, addresses, enrollment, telemetry names,
+//! health, the services each pod backs and the selector policies that apply to it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use api::workload::{
+    NetworkMode, PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use super::MeshOptions;
+use super::authorization::TranslatedPolicy;
+use super::labels::{self, Labels};
+use super::service::{ServiceInfo, ip_bytes, services_of};
+
+/// What every pod's translation looks up.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub options: &'a MeshOptions,
+    pub namespaces: &'a BTreeMap<&'a str, &'a Namespace>,
+    pub services: &'a [ServiceInfo],
+    pub policies: &'a [TranslatedPolicy],
+}
+
+/// The workload for `pod`; `None` while it has no IP, or once it has terminated.
+pub fn translate(pod: &Pod, cx: &Context<'_>) -> Option<Workload> {
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let pod_ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    let mut ips = vec![pod_ip];
+    for ip in status.pod_ips.iter().flatten() {
+        if let Ok(ip) = ip.ip.parse::<IpAddr>()
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+    }
+
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let empty = Labels::new();
+    let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let namespace_labels = cx
+        .namespaces
+        .get(namespace.as_str())
+        .and_then(|ns| ns.metadata.labels.as_ref())
+        .unwrap_or(&empty);
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
+    let (workload_name, workload_type) = workload_name_and_type(pod);
+
+    let services = services_of(cx.services, &namespace, pod_labels, pod)
+        .into_iter()
+        .map(|(key, ports)| (key, PortList { ports }))
+        .collect();
+    let mut authorization_policies: Vec<String> = cx
+        .policies
+        .iter()
+        .filter(|p| p.selects(&namespace, pod_labels, &cx.options.root_namespace))
+        .map(TranslatedPolicy::resource_name)
+        .collect();
+    authorization_policies.sort();
+
+    Some(Workload {
+        uid: format!("{}//Pod/{namespace}/{name}", cx.options.cluster_id),
+        addresses: ips.into_iter().map(ip_bytes).collect(),
+        tunnel_protocol: if labels::enrolled(pod_labels, namespace_labels, host_network) {
+            TunnelProtocol::Hbone
+        } else {
+            TunnelProtocol::None
+        } as i32,
+        trust_domain: cx.options.trust_domain.clone(),
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        canonical_name: labels::canonical_name(pod_labels, &workload_name),
+        canonical_revision: labels::canonical_revision(pod_labels),
+        workload_type: workload_type as i32,
+        workload_name,
+        services,
+        authorization_policies,
+        status: health(pod) as i32,
+        cluster_id: cx.options.cluster_id.clone(),
+        network_mode: if host_network {
+            NetworkMode::HostNetwork
+        } else {
+            NetworkMode::Standard
+        } as i32,
+        name,
+        namespace,
+        ..Workload::default()
+    })
+}
+
+/// Unhealthy when Kubernetes says the pod is not ready, or not yet (or no longer)
+/// running. Hand-written manifests often carry only `status.podIP`: that is healthy.
+pub fn health(pod: &Pod) -> WorkloadStatus {
+    let Some(status) = &pod.status else {
+        return WorkloadStatus::Healthy;
+    };
+    let not_ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status != "True");
+    let not_running = status.phase.as_deref().is_some_and(|p| p != "Running");
+    if not_ready || not_running {
+        WorkloadStatus::Unhealthy
+    } else {
+        WorkloadStatus::Healthy
+    }
+}
+
+/// The workload a pod belongs to, for telemetry (`destination_workload`): its
+/// Deployment, Job or CronJob when the owner chain says so, else the pod itself.
+pub fn workload_name_and_type(pod: &Pod) -> (String, WorkloadType) {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    // The managing controller; hand-written manifests may leave `controller` out.
+    let Some(owner) = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first())
+    else {
+        return (pod_name, WorkloadType::Pod);
+    };
+    match owner.kind.as_str() {
+        "ReplicaSet" => match deployment_name(pod, owner) {
+            Some(deployment) => (deployment, WorkloadType::Deployment),
+            None => (pod_name, WorkloadType::Pod),
+        },
+        "Job" => match cronjob_name(&owner.name) {
+            Some(cronjob) => (cronjob.to_owned(), WorkloadType::Cronjob),
+            None => (owner.name.clone(), WorkloadType::Job),
+        },
+        _ => (pod_name, WorkloadType::Pod),
+    }
+}
+
+/// A Deployment names its ReplicaSets `{deployment}-{pod-template-hash}`; a ReplicaSet
+/// without that shape is not a Deployment's.
+fn deployment_name(pod: &Pod, owner: &OwnerReference) -> Option<String> {
+    let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
+    let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+    (!hash.is_empty() && !name.is_empty()).then(|| name.to_owned())
+}
+
+/// A CronJob names its Jobs `{cronjob}-{scheduled time in minutes}` (8 to 10 digits).
+pub fn cronjob_name(job: &str) -> Option<&str> {
+    let (name, stamp) = job.rsplit_once('-')?;
+    let digits = (8..=10).contains(&stamp.len()) && stamp.bytes().all(|b| b.is_ascii_digit());
+    (digits && !name.is_empty()).then_some(name)
+}

@@ -1,0 +1,238 @@
+//! Immutable, versioned sets of xDS resources. The translator builds one per config change
+//! and publishes it; every stream diffs what its client holds against the newest one.
+//!
+//! Versions are content hashes, so they survive a controller restart: a proxy that
+//! reconnects with `initial_resource_versions` is sent only what really changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use api::prost_types::Any;
+use sha2::{Digest, Sha256};
+
+/// One resource as sent on the wire, with its content version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub version: String,
+    pub resource: Any,
+}
+
+impl Entry {
+    fn new(resource: Any) -> Self {
+        Entry {
+            version: content_version(&resource),
+            resource,
+        }
+    }
+}
+
+/// Hex of the first 8 bytes of SHA-256 over the payload's type URL and bytes: stable across
+/// processes, and equal only for equal content (up to a 64-bit collision).
+pub fn content_version(any: &Any) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(any.type_url.as_bytes());
+    hasher.update([0]);
+    hasher.update(&any.value);
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// All resources of one type, by name. Shared between snapshots when unchanged, so a stream
+/// can skip a type whose map is pointer-equal to the one it last diffed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    by_name: BTreeMap<String, Arc<Entry>>,
+}
+
+static NO_RESOURCES: LazyLock<Arc<Resources>> = LazyLock::new(Default::default);
+
+impl Resources {
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.by_name.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// In name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Entry>)> {
+        self.by_name.iter().map(|(n, e)| (n.as_str(), e))
+    }
+}
+
+/// Type URL → [`Resources`], plus a version naming the whole set (for `system_version_info`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    types: BTreeMap<String, Arc<Resources>>,
+    version: String,
+}
+
+impl Snapshot {
+    /// An empty snapshot builder; see [`SnapshotBuilder::from_previous`] to share entries.
+    pub fn builder() -> SnapshotBuilder {
+        SnapshotBuilder::default()
+    }
+
+    /// The resources of a type, `None` when the snapshot has none of it.
+    pub fn get(&self, type_url: &str) -> Option<&Arc<Resources>> {
+        self.types.get(type_url)
+    }
+
+    /// Like [`get`](Self::get), with a shared empty map for absent types.
+    pub fn resources(&self, type_url: &str) -> Arc<Resources> {
+        self.types
+            .get(type_url)
+            .cloned()
+            .unwrap_or_else(|| NO_RESOURCES.clone())
+    }
+
+    /// Content hash over every (type, name, version): equal snapshots have equal versions.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn type_urls(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+}
+
+/// Collects resources for a [`Snapshot`]. Inserting a name twice keeps the last payload.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    previous: Option<Arc<Snapshot>>,
+    types: BTreeMap<String, BTreeMap<String, Arc<Entry>>>,
+}
+
+impl SnapshotBuilder {
+    /// A builder that reuses `previous`'s entries (and whole per-type maps) where content is
+    /// unchanged, so unchanged resources stay pointer-equal across snapshots.
+    pub fn from_previous(previous: Arc<Snapshot>) -> Self {
+        SnapshotBuilder {
+            previous: Some(previous),
+            types: BTreeMap::new(),
+        }
+    }
+
+    pub fn insert(
+        &mut self,
+        type_url: impl Into<String>,
+        name: impl Into<String>,
+        resource: Any,
+    ) -> &mut Self {
+        let type_url = type_url.into();
+        let name = name.into();
+        let entry = Entry::new(resource);
+        let reused = self
+            .previous
+            .as_ref()
+            .and_then(|p| p.get(&type_url))
+            .and_then(|r| r.get(&name))
+            .filter(|old| ***old == entry)
+            .cloned();
+        let entry = reused.unwrap_or_else(|| Arc::new(entry));
+        self.types.entry(type_url).or_default().insert(name, entry);
+        self
+    }
+
+    pub fn build(self) -> Snapshot {
+        let mut hasher = Sha256::new();
+        let mut types = BTreeMap::new();
+        for (type_url, by_name) in self.types {
+            for (name, entry) in &by_name {
+                for part in [
+                    type_url.as_bytes(),
+                    name.as_bytes(),
+                    entry.version.as_bytes(),
+                ] {
+                    hasher.update((part.len() as u64).to_be_bytes());
+                    hasher.update(part);
+                }
+            }
+            let fresh = Resources { by_name };
+            let shared = self
+                .previous
+                .as_ref()
+                .and_then(|p| p.get(&type_url))
+                .filter(|old| same_entries(old, &fresh))
+                .cloned();
+            types.insert(type_url, shared.unwrap_or_else(|| Arc::new(fresh)));
+        }
+        let version = hasher.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Snapshot { types, version }
+    }
+}
+
+fn same_entries(a: &Resources, b: &Resources) -> bool {
+    a.len() == b.len()
+        && a.by_name
+            .iter()
+            .zip(&b.by_name)
+            .all(|((na, ea), (nb, eb))| na == nb && Arc::ptr_eq(ea, eb))
+}
+
+/// Which names of a type a client is subscribed to.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Wildcard: every resource of the type.
+    All,
+    /// Only these names.
+    Names(&'a BTreeSet<String>),
+}
+
+/// What to send a client so it holds the snapshot's versions of its subscribed resources.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Added or changed, in name order.
+    pub changed: Vec<(String, Arc<Entry>)>,
+    /// Held by the client but gone from the snapshot, in name order.
+    pub removed: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Compares what the client holds (name → version) with `resources`, within `scope`.
+/// Held names outside the scope are left alone: the client drops what it unsubscribes.
+pub fn diff(held: &HashMap<String, String>, resources: &Resources, scope: Scope<'_>) -> Diff {
+    let mut out = Diff::default();
+    let consider = |name: &str, out: &mut Diff| match (resources.get(name), held.get(name)) {
+        (Some(entry), Some(version)) if *version == entry.version => {}
+        (Some(entry), _) => out.changed.push((name.to_owned(), entry.clone())),
+        (None, Some(_)) => out.removed.push(name.to_owned()),
+        (None, None) => {}
+    };
+    match scope {
+        Scope::All => {
+            for (name, _) in resources.iter() {
+                consider(name, &mut out);
+            }
+            let mut gone: Vec<String> = held
+                .keys()
+                .filter(|n| resources.get(n).is_none())
+                .cloned()
+                .collect();
+            gone.sort();
+            out.removed = gone;
+        }
+        Scope::Names(names) => {
+            for name in names {
+                consider(name, &mut out);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

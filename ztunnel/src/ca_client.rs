@@ -1,0 +1,270 @@
+//! Workload certificates from the controller's CA (`IstioCertificateService`).
+//!
+//! Per identity, one task owns the certificate: it makes the first request (every caller
+//! asking meanwhile waits for that same answer), then renews at half-life. While the CA
+//! is unreachable the current certificate keeps being served until it expires, and the
+//! task retries with exponential backoff. [`CaClient::forget`] ends an identity no pod
+//! needs any more, so the cache stays the size of the node's workloads.
+
+mod request;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use hbone::Identity;
+use hbone::tls::WorkloadCertificate;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::cert::{CertError, CertificateSource};
+use crate::control_plane::ControlPlane;
+
+/// Lifetime asked for when not configured (the CA's own default, as upstream).
+pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Metadata key naming the identity requested on a pod's behalf (as upstream ztunnel).
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+
+/// How certificates are requested and renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaClientConfig {
+    /// Lifetime requested; the CA may shorten it.
+    pub ttl: Duration,
+    /// First wait after a failed renewal; doubles on each failure up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// A CA that does not answer within this is treated as unreachable.
+    pub request_timeout: Duration,
+}
+
+impl Default for CaClientConfig {
+    fn default() -> Self {
+        CaClientConfig {
+            ttl: DEFAULT_CERT_TTL,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A [`CertificateSource`] backed by the controller's CA.
+pub struct CaClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    control_plane: ControlPlane,
+    config: CaClientConfig,
+    entries: Mutex<HashMap<Identity, Entry>>,
+}
+
+/// The task owning one identity's certificate, and where it publishes it.
+struct Entry {
+    state: watch::Receiver<Slot>,
+    task: AbortHandle,
+}
+
+#[derive(Clone)]
+enum Slot {
+    /// The first request is in flight.
+    Pending,
+    /// `renewal_error` is set while renewals fail; the certificate is served regardless
+    /// until it expires.
+    Ready {
+        cert: Arc<WorkloadCertificate>,
+        renewal_error: Option<CertError>,
+    },
+    /// The first request failed; the entry is already gone so the next caller retries.
+    Failed(CertError),
+}
+
+impl std::fmt::Debug for CaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaClient")
+            .field("ca", &self.shared.control_plane.address())
+            .field("config", &self.shared.config)
+            .field("identities", &self.identities().len())
+            .finish()
+    }
+}
+
+impl CaClient {
+    /// Nothing is requested (and no task spawned) until the first
+    /// [`CertificateSource::certificate`] call, which must run inside a Tokio runtime.
+    pub fn new(control_plane: ControlPlane, config: CaClientConfig) -> Self {
+        CaClient {
+            shared: Arc::new(Shared {
+                control_plane,
+                config,
+                entries: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Drops `identity`'s certificate and stops renewing it; true if it was held. A later
+    /// request fetches a new one.
+    pub fn forget(&self, identity: &Identity) -> bool {
+        let entry = self.shared.lock().remove(identity);
+        entry.map(|e| e.task.abort()).is_some()
+    }
+
+    /// The identities currently held or being fetched.
+    pub fn identities(&self) -> Vec<Identity> {
+        self.shared.lock().keys().cloned().collect()
+    }
+
+    async fn get(&self, identity: &Identity) -> Result<Arc<WorkloadCertificate>, CertError> {
+        let mut state = {
+            let mut entries = self.shared.lock();
+            match entries.get(identity) {
+                Some(entry) => entry.state.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(Slot::Pending);
+                    let task =
+                        tokio::spawn(own_certificate(self.shared.clone(), identity.clone(), tx));
+                    entries.insert(
+                        identity.clone(),
+                        Entry {
+                            state: rx.clone(),
+                            task: task.abort_handle(),
+                        },
+                    );
+                    rx
+                }
+            }
+        };
+        loop {
+            let slot = state.borrow_and_update().clone();
+            match slot {
+                Slot::Ready {
+                    cert,
+                    renewal_error,
+                } => {
+                    if !cert.is_expired(SystemTime::now()) {
+                        return Ok(cert);
+                    }
+                    return Err(CertError::Expired {
+                        identity: identity.clone(),
+                        address: self.shared.control_plane.address().to_owned(),
+                        reason: renewal_error.map_or_else(
+                            || "the renewal has not completed yet".to_owned(),
+                            |e| e.to_string(),
+                        ),
+                    });
+                }
+                Slot::Failed(err) => return Err(err),
+                Slot::Pending => {}
+            }
+            if state.changed().await.is_err() {
+                return Err(CertError::Cancelled {
+                    identity: identity.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for CaClient {
+    fn drop(&mut self) {
+        for (_, entry) in self.shared.lock().drain() {
+            entry.task.abort();
+        }
+    }
+}
+
+impl CertificateSource for CaClient {
+    fn certificate(
+        &self,
+        identity: &Identity,
+    ) -> BoxFuture<'_, Result<Arc<WorkloadCertificate>, CertError>> {
+        let identity = identity.clone();
+        Box::pin(async move { self.get(&identity).await })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Fetches `identity`'s first certificate, then renews it for as long as the entry lives.
+async fn own_certificate(shared: Arc<Shared>, identity: Identity, tx: watch::Sender<Slot>) {
+    let config = &shared.config;
+    let mut cert = match request::fetch(&shared.control_plane, &shared.config, &identity).await {
+        Ok(cert) => cert,
+        Err(err) => {
+            tracing::warn!(%identity, error = %err, "could not get a workload certificate");
+            let mut entries = shared.lock();
+            let ours = tx.subscribe();
+            if entries
+                .get(&identity)
+                .is_some_and(|e| e.state.same_channel(&ours))
+            {
+                entries.remove(&identity);
+            }
+            drop(entries);
+            tx.send_replace(Slot::Failed(err));
+            return;
+        }
+    };
+    let mut fetched_at = SystemTime::now();
+    tx.send_replace(Slot::Ready {
+        cert: cert.clone(),
+        renewal_error: None,
+    });
+    loop {
+        let wait = renew_at(&cert, fetched_at)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let mut backoff = config.retry_initial;
+        loop {
+            match request::fetch(&shared.control_plane, &shared.config, &identity).await {
+                Ok(renewed) => {
+                    tracing::debug!(%identity, "renewed workload certificate");
+                    (cert, fetched_at) = (renewed, SystemTime::now());
+                    tx.send_replace(Slot::Ready {
+                        cert: cert.clone(),
+                        renewal_error: None,
+                    });
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        %identity,
+                        error = %err,
+                        retry_in = ?backoff,
+                        expired = cert.is_expired(SystemTime::now()),
+                        "certificate renewal failed; serving the current certificate until it expires"
+                    );
+                    tx.send_replace(Slot::Ready {
+                        cert: cert.clone(),
+                        renewal_error: Some(err),
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff, config.retry_max);
+                }
+            }
+        }
+    }
+}
+
+/// Half-life, counted from when the certificate arrived if that is later: the CA backdates
+/// `not_before` for clock skew, which for short lifetimes puts the nominal half-life in
+/// the past and would renew in a loop.
+fn renew_at(cert: &WorkloadCertificate, fetched_at: SystemTime) -> SystemTime {
+    let remaining = cert
+        .not_after()
+        .duration_since(fetched_at)
+        .unwrap_or_default();
+    cert.refresh_at().max(fetched_at + remaining / 2)
+}
+
+fn next_backoff(current: Duration, max: Duration) -> Duration {
+    current.saturating_mul(2).min(max)
+}
