@@ -4,11 +4,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
-use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
-
 use crate::serve::{self, FlagError, RUN_USAGE, RunFlags};
 use crate::source::SourceEvent;
 use crate::source::dir::{DirectoryState, read_changes};
@@ -62,65 +57,14 @@ fn run(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(flags.json_logs);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let (stop, shutdown) = watch::channel(false);
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        let mut int =
-            signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-        let mut server = tokio::spawn(serve::run(flags.config, shutdown));
-        // The server may stop on its own (it could not start): then there is nothing to
-        // wait for.
-        let finished = tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stopping"); None }
-            _ = int.recv() => { info!("SIGINT: stopping"); None }
-            done = &mut server => Some(done),
-        };
-        let done = match finished {
-            Some(done) => done,
-            None => {
-                let _ = stop.send(true);
-                server.await
-            }
-        };
-        match done {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the controller task failed: {e}")),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // A second init (tests running the app twice in one process) keeps the first.
-    if json {
-        drop(builder.json().try_init());
-    } else {
-        drop(builder.try_init());
-    }
+    let _ = runtime::init_logging(None, flags.json_logs);
+    // serve::run returns at once when it cannot start, and after a clean stop otherwise.
+    runtime::block_on(Some(2), async move {
+        let shutdown = runtime::stop_on_signals()?;
+        serve::run(flags.config, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// `controller validate DIR`.

@@ -6,10 +6,8 @@ use std::process::ExitCode;
 
 use crate::config::{Config, ConfigError, USAGE};
 use crate::{Agent, AgentConfig, NftCapture, PodListFile, ZdsHub, ZdsServer, ZdsServerConfig};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
+use tracing::info;
 
 pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     let config = match Config::parse(args) {
@@ -23,48 +21,15 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = match &config.log_level {
-        Some(level) => EnvFilter::try_new(level),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
-    };
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("node-agent: invalid --log-level: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .ok();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = runtime::init_logging(config.log_level.as_deref(), false) {
+        eprintln!("node-agent: --log-level: {e}");
+        return ExitCode::from(2);
     }
+    runtime::block_on(None, run(config))
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
+    let stop = runtime::stop_on_signals()?;
     // The agent stops first, so that with --cleanup-on-exit ztunnel still hears the dels.
     let (stop_agent, agent_shutdown) = watch::channel(false);
     let (stop_server, server_shutdown) = watch::channel(false);
@@ -83,10 +48,7 @@ async fn run(config: Config) -> Result<(), String> {
     );
     let agent = tokio::spawn(agent.run(agent_shutdown));
     info!(pods = %config.pods.display(), "node agent started");
-    tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
-        _ = sigint.recv() => info!("SIGINT: shutting down"),
-    }
+    runtime::stopped(stop).await;
     stop_agent.send_replace(true);
     agent.await.map_err(|e| format!("agent task: {e}"))?;
     stop_server.send_replace(true);

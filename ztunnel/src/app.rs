@@ -14,10 +14,8 @@ use crate::proxy::ProxyInputs;
 use crate::state::StateStore;
 use crate::state::local::load_and_watch;
 use crate::xds::{Backoff, NodeInfo, XdsClient, XdsConfig};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
+use tracing::info;
 
 pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     let config = match Config::parse(args, |k| std::env::var(k).ok()) {
@@ -31,58 +29,13 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log_format);
-    let mut builder = if config.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.worker_threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(format: &LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        // A second init (tests running the app twice in one process) keeps the first.
-        LogFormat::Text => drop(builder.try_init()),
-        LogFormat::Json => drop(builder.json().try_init()),
-    }
+    // The level comes from RUST_LOG; there is no filter flag to get wrong.
+    let _ = runtime::init_logging(None, config.log_format == LogFormat::Json);
+    runtime::block_on(Some(config.worker_threads), run(config))
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    let stopping = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: stopping"),
-            _ = int.recv() => info!("SIGINT: stopping"),
-        }
-        let _ = shutdown_tx.send(true);
-    });
+    let shutdown = runtime::stop_on_signals()?;
     let control_plane = match &config.control_plane {
         Some(c) => Some(ControlPlane::new(c).map_err(|e| e.to_string())?),
         None => None,
@@ -138,9 +91,10 @@ async fn run(config: Config) -> Result<(), String> {
     tasks.push(tokio::spawn(crate::memory::trim_after_traffic(
         shutdown.clone(),
     )));
-    let source = match &control_plane {
-        Some(cp) => format!("controller {}", cp.address()),
-        None => format!("state file {}", describe(&config.workloads)),
+    let source = match (&config.workloads, &control_plane) {
+        (WorkloadSource::File(path), _) => format!("state file {}", path.display()),
+        (WorkloadSource::Controller, Some(cp)) => format!("controller {}", cp.address()),
+        (WorkloadSource::Controller, None) => "controller".to_owned(),
     };
     info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, "ztunnel started");
     // Pods are taken over only once the workload state is known: before that, every
@@ -161,21 +115,13 @@ async fn run(config: Config) -> Result<(), String> {
         config.zds_socket.clone(),
         PodRegistry::new(inputs),
         snapshots,
-        shutdown,
+        shutdown.clone(),
     )));
 
-    let mut stop = stopping;
-    let _ = stop.wait_for(|s| *s).await;
+    runtime::stopped(shutdown).await;
     for task in tasks {
         let _ = task.await;
     }
     info!("ztunnel stopped");
     Ok(())
-}
-
-fn describe(source: &WorkloadSource) -> String {
-    match source {
-        WorkloadSource::File(path) => path.display().to_string(),
-        WorkloadSource::Controller => "xDS".to_owned(),
-    }
 }

@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{self, Command, USAGE, UsageError};
 use crate::discovery::Env;
@@ -93,7 +91,7 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             port,
             version,
         } => {
-            init_logging();
+            let _ = runtime::init_logging(None, false);
             let pod = PodInfo::from_env(version, &env);
             match runtime.block_on(run_server(role, port, pod)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -106,33 +104,13 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: lab log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .ok();
-}
-
 async fn run_server(role: Role, port: u16, pod: PodInfo) -> Result<(), String> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let stop = runtime::stop_on_signals()?;
     info!(role = role.name(), pod = %pod.name, version = %pod.version, %addr, "listening");
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: draining"),
-            _ = int.recv() => info!("SIGINT: draining"),
-        }
-    };
-    serve(listener, pod, role, shutdown).await;
+    serve(listener, pod, role, runtime::stopped(stop)).await;
     Ok(())
 }
