@@ -18,13 +18,12 @@
 //! connection, as ztunnel ships).
 
 use std::future::Future;
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use benches::affinity::OneCpu;
-use benches::host::{git_state, loadavg, machine, nproc, workspace_root};
+use benches::host::loadavg;
 use benches::node::{NodeConfig, NodeLab};
 use benches::node_report::{self, NodeFigure, NodeMetadata, NodeResults};
 use benches::report;
@@ -133,20 +132,12 @@ fn run(sandbox: String) -> Result<()> {
     let load = [load_before, loadavg()];
     runtime.shutdown_timeout(Duration::from_secs(1));
 
-    let root = workspace_root();
-    let meta = metadata(&plan, sandbox, load, &root);
+    let meta = metadata(&plan, sandbox, load);
     let rows = node_report::rows(&results);
     let md = node_report::markdown(&meta, &rows, &results);
     println!("\n{md}");
-    let dir = root.join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let stem = if plan.quick { "node-quick" } else { "node" };
-    let json = serde_json::to_string_pretty(&node_report::json(&meta, &rows, &results))?;
-    for (ext, body) in [("md", md), ("json", json + "\n")] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
+    let json = node_report::json(&meta, &rows, &results);
+    report::write_results("node", plan.quick, &md, &json)?;
     for target in node_report::targets(&results) {
         println!("{}", target.line());
     }
@@ -294,35 +285,16 @@ async fn bounded<T>(
         .with_context(|| format!("{}: {what}", config.name()))
 }
 
-/// The command line that reproduces this run, with the knobs that were set.
-fn command() -> String {
-    let mut cmd = String::new();
-    for var in [
+fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2]) -> NodeMetadata {
+    let knobs = [
         "BENCH_QUICK",
         "BENCH_RUNS",
         "BENCH_RATE",
         "BENCH_WORKERS",
         "LAB_MESH_LOG",
-    ] {
-        if let Ok(v) = std::env::var(var) {
-            cmd += &format!("{var}={v} ");
-        }
-    }
-    cmd + "cargo bench -p benches --bench node"
-}
-
-fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2], root: &Path) -> NodeMetadata {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (git_commit, git_dirty) = git_state(root);
+    ];
     NodeMetadata {
-        date_utc: report::utc_timestamp(now),
-        git_commit,
-        git_dirty,
-        command: command(),
-        machine: machine(),
-        nproc: nproc(),
+        run: report::RunInfo::now("node", &knobs),
         tls_backend: hbone::tls::BACKEND,
         sandbox,
         ztunnel_log_level: std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".to_owned()),

@@ -103,15 +103,12 @@ fn main() -> Result<()> {
         println!("partial run (BENCH_CONFIGS): results not written");
         return Ok(());
     }
-    let dir = root.join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let stem = if plan.quick { "tunnel-quick" } else { "tunnel" };
-    let json = serde_json::to_string_pretty(&report::json(&meta, &rows, &targets))?;
-    for (ext, body) in [("md", md), ("json", json + "\n")] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
+    report::write_results(
+        "tunnel",
+        plan.quick,
+        &md,
+        &report::json(&meta, &rows, &targets),
+    )?;
     for target in &targets {
         println!("{}", target.line());
     }

@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::{Context, Result};
+use serde::Serialize;
+
 /// CPUs this process may use.
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -54,4 +57,54 @@ pub fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
     format!("{cpu}, Linux {kernel}")
+}
+
+/// A process's memory, from `/proc/<pid>/status`, in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProcessMemory {
+    pub rss_mib: f64,
+    /// The anonymous part of the RSS (heap, stacks).
+    pub rss_anon_mib: f64,
+    /// The file-backed part of the RSS (mostly the executable's touched pages).
+    pub rss_file_mib: f64,
+    /// Peak RSS over the process's life.
+    pub hwm_mib: f64,
+}
+
+/// The memory of process `pid` right now.
+pub fn process_memory(pid: u32) -> Result<ProcessMemory> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mib = |field: &str| {
+        status_kib(&status, field)
+            .map(|kib| kib / 1024.0)
+            .with_context(|| format!("no {field} in {path}"))
+    };
+    Ok(ProcessMemory {
+        rss_mib: mib("VmRSS:")?,
+        rss_anon_mib: mib("RssAnon:")?,
+        rss_file_mib: mib("RssFile:")?,
+        hwm_mib: mib("VmHWM:")?,
+    })
+}
+
+/// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:     5120 kB`.
+fn status_kib(status: &str, field: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc_status_fields() {
+        let status = "Name:\tbench\nVmHWM:\t    9216 kB\nVmRSS:\t    5120 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(5120.0));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(9216.0));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+        let me = process_memory(std::process::id()).unwrap();
+        assert!(me.rss_mib > 0.0 && me.hwm_mib >= me.rss_mib, "{me:?}");
+    }
 }

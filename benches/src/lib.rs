@@ -5,14 +5,19 @@
 //! client, [`stats`] the arithmetic, [`affinity`] pins processes to one CPU, [`report`] the Markdown/JSON output and [`host`] the machine facts, [`knobs`] the environment knobs
 //! they record. [`node`] is
 //! the lab topology (real ztunnel processes, pods on two nodes) and [`node_report`] its
+//! output. For the controller benchmark, [`manifests`] writes mesh-sized manifest
+//! directories, [`xds_client`] subscribes as ztunnel does and [`controller_report`] is its
 //! output. The benchmark binaries under `benches/` wire them together.
 
 pub mod affinity;
+pub mod controller_report;
 pub mod host;
 pub mod knobs;
 pub mod load;
+pub mod manifests;
 pub mod node;
 pub mod node_report;
 pub mod report;
 pub mod stats;
 pub mod topology;
+pub mod xds_client;

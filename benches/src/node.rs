@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::host::process_memory;
 use crate::load;
 use crate::topology::HopErrors;
 
@@ -227,21 +228,14 @@ impl NodeLab {
                     .mesh
                     .ztunnel_pid(node)
                     .with_context(|| format!("node {node} has no ztunnel"))?;
-                let path = format!("/proc/{pid}/status");
-                let status =
-                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-                let mib = |field: &str| {
-                    status_kib(&status, field)
-                        .map(|kib| kib / 1024.0)
-                        .with_context(|| format!("no {field} in {path}"))
-                };
+                let m = process_memory(pid)?;
                 Ok(Memory {
                     node,
                     pid,
-                    rss_mib: mib("VmRSS:")?,
-                    rss_anon_mib: mib("RssAnon:")?,
-                    rss_file_mib: mib("RssFile:")?,
-                    hwm_mib: mib("VmHWM:")?,
+                    rss_mib: m.rss_mib,
+                    rss_anon_mib: m.rss_anon_mib,
+                    rss_file_mib: m.rss_file_mib,
+                    hwm_mib: m.hwm_mib,
                 })
             })
             .collect()
@@ -299,23 +293,4 @@ fn serve(pod: &Pod, errors: Arc<HopErrors>) -> Result<JoinHandle<()>> {
             }
         }
     }))
-}
-
-/// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:     5120 kB`.
-fn status_kib(status: &str, field: &str) -> Option<f64> {
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..].split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_proc_status_fields() {
-        let status = "Name:\tbench\nVmHWM:\t    9216 kB\nVmRSS:\t    5120 kB\n";
-        assert_eq!(status_kib(status, "VmRSS:"), Some(5120.0));
-        assert_eq!(status_kib(status, "VmHWM:"), Some(9216.0));
-        assert_eq!(status_kib(status, "VmSwap:"), None);
-    }
 }

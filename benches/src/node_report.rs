@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::node::{Memory, NodeConfig};
-use crate::report::{commit_label, fmt_ratio, fmt_value};
+use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes};
 use crate::stats::{Summary, ratio};
 
 /// What is measured for both configurations.
@@ -273,12 +273,8 @@ pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
 /// How the run was made: enough to compare results across commits and machines.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeMetadata {
-    pub date_utc: String,
-    pub git_commit: Option<String>,
-    pub git_dirty: Option<bool>,
-    pub command: String,
-    pub machine: String,
-    pub nproc: usize,
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub tls_backend: &'static str,
     pub sandbox: String,
     pub ztunnel_log_level: String,
@@ -293,17 +289,17 @@ pub struct NodeMetadata {
 
 pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) -> String {
     let mut md = String::from("# Node benchmark (lab: pod -> pod on another node)\n\n");
-    let commit = commit_label(meta.git_commit.as_deref(), meta.git_dirty);
+    let commit = meta.run.commit();
     let _ = writeln!(
         md,
         "{date}, commit {commit}, `{cmd}`.\n\nMachine: {machine}, {nproc} CPUs; TLS backend \
          `{tls}`; lab sandbox: {sandbox}; ztunnel RUST_LOG `{log}`; load generator on a \
          tokio runtime with {workers} workers. Median of {runs} runs; spread = min–max over \
          runs.{quick}\n",
-        date = meta.date_utc,
-        cmd = meta.command,
-        machine = meta.machine,
-        nproc = meta.nproc,
+        date = meta.run.date_utc,
+        cmd = meta.run.command,
+        machine = meta.run.machine,
+        nproc = meta.run.nproc,
         tls = meta.tls_backend,
         sandbox = meta.sandbox,
         log = meta.ztunnel_log_level,
@@ -366,15 +362,8 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
         );
     }
     md.push('\n');
-    for target in targets(results) {
-        let _ = writeln!(md, "- {}", target.line());
-    }
-    if !meta.notes.is_empty() {
-        md.push_str("\nNotes:\n\n");
-        for note in &meta.notes {
-            let _ = writeln!(md, "- {note}");
-        }
-    }
+    let verdicts: Vec<String> = targets(results).iter().map(NodeTarget::line).collect();
+    push_verdicts_and_notes(&mut md, &verdicts, "Notes", &meta.notes);
     md
 }
 

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use crate::host::{git_state, machine, nproc, workspace_root};
 use crate::stats::{Summary, ratio};
 use crate::topology::Config;
 
@@ -260,20 +262,93 @@ pub fn markdown(meta: &Metadata, rows: &[Row], targets: &[Target]) -> String {
     }
     md.push_str("\nRatios are config / baseline medians for every figure: above 1 is better for ");
     md.push_str("throughput and rate, below 1 is better for latency.\n\n");
-    for target in targets {
-        let _ = writeln!(md, "- {}", target.line());
-    }
-    if !meta.notes.is_empty() {
-        md.push_str("\nNotes:\n\n");
-        for note in &meta.notes {
-            let _ = writeln!(md, "- {note}");
-        }
-    }
+    let verdicts: Vec<String> = targets.iter().map(Target::line).collect();
+    push_verdicts_and_notes(&mut md, &verdicts, "Notes", &meta.notes);
     md
 }
 
 pub fn json(meta: &Metadata, rows: &[Row], targets: &[Target]) -> serde_json::Value {
     serde_json::json!({ "metadata": meta, "results": rows, "targets": targets })
+}
+
+/// When, on what and from which commit a benchmark ran, and how to run it again: the part
+/// of the node and controller reports' metadata they share.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub date_utc: String,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+    /// The command line that reproduces the run, with the knobs that were set.
+    pub command: String,
+    pub machine: String,
+    pub nproc: usize,
+}
+
+impl RunInfo {
+    /// This run of `cargo bench -p benches --bench BENCH`; `knobs` are the environment
+    /// variables it reads (those set go into the command).
+    pub fn now(bench: &str, knobs: &[&str]) -> RunInfo {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (git_commit, git_dirty) = git_state(&workspace_root());
+        let mut command = String::new();
+        for var in knobs {
+            if let Ok(v) = std::env::var(var) {
+                command += &format!("{var}={v} ");
+            }
+        }
+        RunInfo {
+            date_utc: utc_timestamp(secs),
+            git_commit,
+            git_dirty,
+            command: command + &format!("cargo bench -p benches --bench {bench}"),
+            machine: machine(),
+            nproc: nproc(),
+        }
+    }
+
+    /// The commit for report headers (see [`commit_label`]).
+    pub fn commit(&self) -> String {
+        commit_label(self.git_commit.as_deref(), self.git_dirty)
+    }
+}
+
+/// Writes `bench-results/STEM.md` and `STEM.json` under the workspace root (`STEM-quick.*`
+/// for a smoke run), saying where.
+pub fn write_results(stem: &str, quick: bool, md: &str, json: &serde_json::Value) -> Result<()> {
+    let dir = workspace_root().join("bench-results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let stem = if quick {
+        format!("{stem}-quick")
+    } else {
+        stem.to_owned()
+    };
+    let json = serde_json::to_string_pretty(json)? + "\n";
+    for (ext, body) in [("md", md), ("json", json.as_str())] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The end of a Markdown report: a line per target verdict, then the notes under `heading`.
+pub fn push_verdicts_and_notes(
+    md: &mut String,
+    verdicts: &[String],
+    heading: &str,
+    notes: &[String],
+) {
+    for verdict in verdicts {
+        let _ = writeln!(md, "- {verdict}");
+    }
+    if !notes.is_empty() {
+        let _ = write!(md, "\n{heading}:\n\n");
+        for note in notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
 }
 
 /// `secs` since the Unix epoch as an RFC 3339 UTC timestamp.

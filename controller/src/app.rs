@@ -1,12 +1,10 @@
 //! The `controller` command line.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::serve::{self, FlagError, RUN_USAGE, RunFlags};
-use crate::source::SourceEvent;
-use crate::source::dir::{DirectoryState, read_changes};
+use crate::source::reader::DirectoryReader;
 use crate::store::Store;
 use crate::translate::{MeshOptions, translate};
 
@@ -102,14 +100,5 @@ fn validate(dir: &Path) -> ExitCode {
 
 /// Reads `dir` once, as the directory source's first scan does.
 pub fn load_once(dir: &Path) -> Store {
-    let mut state = DirectoryState::default();
-    for (path, change) in read_changes(dir, &BTreeMap::new()) {
-        state.update_file(path, change);
-    }
-    let mut store = Store::default();
-    for event in state.reconcile() {
-        store.apply(event);
-    }
-    store.apply(SourceEvent::Synced);
-    store
+    DirectoryReader::new(dir).store().clone()
 }

@@ -232,7 +232,7 @@ fn pages(published: watch::Receiver<Arc<Published>>, xds: XdsServer) -> Vec<Page
             "what proxies are sent: workloads, services and L4 policies",
             move || {
                 let p = config.borrow().clone();
-                (StatusCode::OK, render(&p.translation))
+                (StatusCode::OK, render(&p.translation()))
             },
         ),
         Page::new(

@@ -11,6 +11,7 @@ use crate::manifest::{ConfigError, Parsed};
 use crate::resource::ResourceKey;
 
 pub mod dir;
+pub mod reader;
 
 /// A change from a source.
 #[derive(Debug, Clone)]

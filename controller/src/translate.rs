@@ -10,15 +10,15 @@
 use std::collections::BTreeMap;
 
 use api::security::Authorization;
-use api::workload::{Address, address};
-use k8s_openapi::api::core::v1::Namespace;
+use api::workload::{Address, Workload, address};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 
 use crate::manifest::ConfigError;
 use crate::resource::{Kind, Resource};
 use crate::store::Store;
 
 mod authorization;
-mod labels;
+pub mod labels;
 mod render;
 mod service;
 mod workload;
@@ -63,27 +63,11 @@ pub struct Translation {
 
 /// Translates everything in `store`. Deterministic: the same store gives the same output.
 pub fn translate(store: &Store, options: &MeshOptions) -> Translation {
+    let cx = Context::new(store, options);
     let mut out = Translation::default();
-
-    let policies = authorization::translate_all(store, options, &mut out.problems);
-    let services = service::collect(store, options);
-    let namespaces: BTreeMap<&str, &Namespace> = store
-        .of_kind(Kind::Namespace)
-        .filter_map(|p| match p.resource.as_ref() {
-            Resource::Namespace(ns) => Some((p.key.name.as_str(), ns.as_ref())),
-            _ => None,
-        })
-        .collect();
-
-    let context = workload::Context {
-        options,
-        namespaces: &namespaces,
-        services: &services,
-        policies: &policies,
-    };
     for parsed in store.of_kind(Kind::Pod) {
         if let Resource::Pod(pod) = parsed.resource.as_ref()
-            && let Some(w) = workload::translate(pod, &context)
+            && let Some(w) = cx.workload(pod)
         {
             out.addresses.insert(
                 w.uid.clone(),
@@ -93,20 +77,82 @@ pub fn translate(store: &Store, options: &MeshOptions) -> Translation {
             );
         }
     }
-    for info in services {
-        out.addresses.insert(
-            info.resource_name(),
-            Address {
-                r#type: Some(address::Type::Service(info.service)),
-            },
-        );
-    }
-    for policy in policies {
-        let a = policy.authorization;
-        out.authorizations
-            .insert(format!("{}/{}", a.namespace, a.name), a);
-    }
+    out.addresses.extend(cx.services());
+    out.authorizations.extend(cx.authorizations());
+    out.problems = cx.problems;
     out
+}
+
+/// Everything the translation of one pod reads besides the pod: the namespaces, the
+/// services (indexed by selector) and the translated policies, plus the services' and
+/// policies' own resources. Built once per version of the store, so that callers that
+/// keep earlier results (the pipeline) can translate only the pods that changed.
+#[derive(Debug)]
+pub struct Context<'s> {
+    options: &'s MeshOptions,
+    namespaces: BTreeMap<&'s str, &'s Namespace>,
+    services: service::ServiceIndex,
+    policies: Vec<authorization::TranslatedPolicy>,
+    problems: Vec<ConfigError>,
+}
+
+impl<'s> Context<'s> {
+    pub fn new(store: &'s Store, options: &'s MeshOptions) -> Self {
+        let mut problems = Vec::new();
+        let policies = authorization::translate_all(store, options, &mut problems);
+        let services = service::ServiceIndex::new(service::collect(store, options));
+        let namespaces = store
+            .of_kind(Kind::Namespace)
+            .filter_map(|p| match p.resource.as_ref() {
+                Resource::Namespace(ns) => Some((p.key.name.as_str(), ns.as_ref())),
+                _ => None,
+            })
+            .collect();
+        Context {
+            options,
+            namespaces,
+            services,
+            policies,
+            problems,
+        }
+    }
+
+    /// The workload for `pod`: `None` while it has no IP, or once it has terminated.
+    /// Its resource name is its `uid`.
+    pub fn workload(&self, pod: &Pod) -> Option<Workload> {
+        workload::translate(
+            pod,
+            &workload::Context {
+                options: self.options,
+                namespaces: &self.namespaces,
+                services: &self.services,
+                policies: &self.policies,
+            },
+        )
+    }
+
+    /// Every service's address, with its resource name.
+    pub fn services(&self) -> impl Iterator<Item = (String, Address)> + '_ {
+        self.services.services().iter().map(|info| {
+            let address = Address {
+                r#type: Some(address::Type::Service(info.service.clone())),
+            };
+            (info.resource_name(), address)
+        })
+    }
+
+    /// Every L4 policy, with its resource name.
+    pub fn authorizations(&self) -> impl Iterator<Item = (String, Authorization)> + '_ {
+        self.policies.iter().map(|policy| {
+            let a = &policy.authorization;
+            (format!("{}/{}", a.namespace, a.name), a.clone())
+        })
+    }
+
+    /// What could not be translated as written (see [`Translation::problems`]).
+    pub fn problems(&self) -> &[ConfigError] {
+        &self.problems
+    }
 }
 
 #[cfg(test)]

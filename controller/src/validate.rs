@@ -159,12 +159,21 @@ fn service(svc: &Service, out: &mut Vec<Problem>) {
     labels(spec.selector.iter().flatten(), "spec.selector", out);
     let ports = spec.ports.as_deref().unwrap_or_default();
     let mut seen = std::collections::BTreeSet::new();
+    let mut numbers = std::collections::BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
         let field = |f: &str| format!("spec.ports[{i}].{f}");
         if !(1..=65535).contains(&p.port) {
             out.push(Problem::new(
                 field("port"),
                 format!("{} is not a port (1-65535)", p.port),
+            ));
+        }
+        // As the API server: one port number per protocol (TCP and UDP may share).
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !numbers.insert((p.port, protocol)) {
+            out.push(Problem::new(
+                field("port"),
+                format!("{} is already used by another {protocol} port", p.port),
             ));
         }
         match &p.target_port {

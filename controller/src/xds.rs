@@ -15,7 +15,7 @@ mod subscription;
 
 pub use server::{SERVED_TYPE_URLS, XdsServer};
 pub use snapshot::{
-    Diff, Entry, Resources, Scope, Snapshot, SnapshotBuilder, content_version, diff,
+    Diff, Entry, Resources, Scope, Snapshot, SnapshotBuilder, content_version, diff, diff_since,
 };
 pub use status::{Nack, ProxyStatus, TypeStatus};
 

@@ -83,6 +83,9 @@ pub enum LabError {
     #[error("node {node} has no free pod address left in {cidr}")]
     PodCidrFull { node: usize, cidr: String },
 
+    #[error("pod {pod:?} cannot have the address it asks for: {reason}")]
+    PodAddress { pod: String, reason: String },
+
     /// A process could not be started inside a namespace.
     #[error("cannot spawn {program} in {namespace}")]
     Spawn {

@@ -16,6 +16,23 @@ pub fn backoff(attempt: u32) -> Duration {
 #[doc(hidden)]
 pub use tokio::time::sleep as __sleep;
 
+/// Waits until `cond` holds (true) or `timeout` passes (false), re-checking with
+/// [`backoff`]: the non-panicking form, for tools that report instead of failing.
+pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        __sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
 /// Asserts that a condition becomes true within a bound, re-evaluating it (the
 /// expression may `.await`) with a short backoff. Use inside async code.
 ///

@@ -25,6 +25,8 @@
 //! namespace.
 
 mod capture;
+pub mod cli;
+pub mod cluster;
 mod error;
 pub mod eventually;
 mod frames;

@@ -21,18 +21,19 @@ use hbone::testing::TestCa;
 use ztunnel::cert::LocalCa;
 use ztunnel::state::local::{LocalConfig, LocalService, LocalTunnelProtocol, LocalWorkload};
 
-use crate::{Lab, LabConfig, LabProcess, Namespace, Pod, PodSpec, netns_holders};
+use crate::{Lab, LabConfig, LabProcess, Namespace, NetnsIdentity, Pod, PodSpec, netns_holders};
 
 /// The namespace label that enrolls pods, and the pod label value that opts out.
 pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
-const EXEC_ENV: &str = "LAB_EXEC";
+pub(crate) const EXEC_ENV: &str = "LAB_EXEC";
 /// What ztunnel logs each time it (re)loads its state file.
 const STATE_APPLIED: &str = "state file applied";
 /// Bound on waiting for ztunnel to pick up or let go of a pod.
 const SETTLE: Duration = Duration::from_secs(15);
 
-/// Runs a mesh component if this process was started as one. Call it first in `main`
+/// Runs a mesh component (ztunnel, node-agent, controller or demo-app) if this process
+/// was started as one. Call it first in `main`
 /// (before `sandbox::enter`: a child is already inside the sandbox).
 pub fn dispatch() -> Option<ExitCode> {
     let which = std::env::var(EXEC_ENV).ok()?;
@@ -40,6 +41,8 @@ pub fn dispatch() -> Option<ExitCode> {
     Some(match which.as_str() {
         "ztunnel" => ztunnel::app::main(args),
         "node-agent" => daemonset::app::main(args),
+        "controller" => controller::app::main(args),
+        "demo-app" => demo_app::main(args),
         other => {
             eprintln!("{EXEC_ENV}={other}: unknown component");
             ExitCode::from(2)
@@ -150,11 +153,8 @@ impl Mesh {
         self.write_pod_list_except(node, &dir, Some(name))?;
         let ztunnel = self.nodes[node].ztunnel.as_ref().map(|z| z.pid());
         if let Some(pid) = ztunnel {
-            let prefix = format!("/proc/{pid}/");
             crate::assert_eventually!(
-                !netns_holders(&identity)
-                    .iter()
-                    .any(|h| h.starts_with(&prefix)),
+                !holds(pid, &identity),
                 timeout = SETTLE,
                 "ztunnel (pid {pid}) still holds pod {name}'s namespace"
             );
@@ -220,7 +220,7 @@ impl Mesh {
         let started = |mesh: &Self| mesh.ztunnel_log(node).matches("ztunnel started").count();
         let before = started(self);
         let dir = &self.nodes[node].dir;
-        let mut cmd = self.component("ztunnel", &dir.join("ztunnel.log"))?;
+        let mut cmd = component("ztunnel", &dir.join("ztunnel.log"))?;
         cmd.args(["--state-file"])
             .arg(self.dir.join("state.yaml"))
             .arg("--ca-dir")
@@ -251,31 +251,8 @@ impl Mesh {
         Ok(())
     }
 
-    fn component(&self, which: &str, log: &Path) -> Result<Command> {
-        let log = OpenOptions::new().create(true).append(true).open(log)?;
-        // LAB_ZTUNNEL_BIN runs a built `ztunnel` binary instead of re-executing this one
-        // (benchmarks measure the shipped binary's memory that way).
-        let mut cmd = match std::env::var_os("LAB_ZTUNNEL_BIN") {
-            Some(bin) if which == "ztunnel" => Command::new(bin),
-            _ => {
-                let mut cmd =
-                    Command::new(std::env::current_exe().context("locating the test binary")?);
-                cmd.env(EXEC_ENV, which);
-                cmd
-            }
-        };
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-        Ok(cmd)
-    }
-
     fn spawn_agent(&self, node: usize, dir: &Path) -> Result<LabProcess> {
-        let mut cmd = self.component("node-agent", &dir.join("node-agent.log"))?;
+        let mut cmd = component("node-agent", &dir.join("node-agent.log"))?;
         cmd.arg("--pods")
             .arg(dir.join("pods.json"))
             .arg("--zds-socket")
@@ -361,30 +338,22 @@ impl Mesh {
 
     /// The pod list a node agent watches: its node's pods and every namespace.
     fn write_pod_list_except(&self, node: usize, dir: &Path, except: Option<&str>) -> Result<()> {
-        let namespaces: Vec<_> = self
+        let namespaces = self
             .ambient
             .iter()
-            .map(|ns| serde_json::json!({"name": ns, "labels": {DATAPLANE_MODE: "ambient"}}))
+            .map(|ns| {
+                (
+                    ns.clone(),
+                    BTreeMap::from([(DATAPLANE_MODE.to_owned(), "ambient".to_owned())]),
+                )
+            })
             .collect();
-        let pods: Vec<serde_json::Value> = self
-            .lab
-            .pods()
+        let pods = self.lab.pods();
+        let pods = pods
             .iter()
             .filter(|p| p.node() == node && Some(p.name()) != except)
-            .map(|p| {
-                Ok(serde_json::json!({
-                    "uid": p.uid(),
-                    "name": p.name(),
-                    "namespace": p.namespace(),
-                    "serviceAccount": p.service_account(),
-                    "labels": p.labels(),
-                    "ip": p.ip().to_string(),
-                    "netns": p.netns_path()?,
-                }))
-            })
-            .collect::<Result<_>>()?;
-        let doc = serde_json::json!({"namespaces": namespaces, "pods": pods});
-        write_atomically(&dir.join("pods.json"), &serde_json::to_vec_pretty(&doc)?)
+            .map(|p| (p, p.name(), p.labels()));
+        write_pod_list(&dir.join("pods.json"), &namespaces, pods)
     }
 }
 
@@ -404,7 +373,59 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A command that runs `which` (see [`dispatch`]) with its output appended to `log`.
+pub(crate) fn component(which: &str, log: &Path) -> Result<Command> {
+    let log = OpenOptions::new().create(true).append(true).open(log)?;
+    // LAB_ZTUNNEL_BIN runs a built `ztunnel` binary instead of re-executing this one
+    // (benchmarks measure the shipped binary's memory that way).
+    let mut cmd = match std::env::var_os("LAB_ZTUNNEL_BIN") {
+        Some(bin) if which == "ztunnel" => Command::new(bin),
+        _ => {
+            let mut cmd =
+                Command::new(std::env::current_exe().context("locating the test binary")?);
+            cmd.env(EXEC_ENV, which);
+            cmd
+        }
+    };
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("LAB_MESH_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::from(log.try_clone()?))
+    .stderr(Stdio::from(log));
+    Ok(cmd)
+}
+
+/// Writes a node agent's pod list: every namespace with its labels, and `pods` as
+/// (lab pod, Kubernetes name, labels).
+pub(crate) fn write_pod_list<'a>(
+    path: &Path,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    pods: impl Iterator<Item = (&'a Pod, &'a str, &'a BTreeMap<String, String>)>,
+) -> Result<()> {
+    let namespaces: Vec<_> = namespaces
+        .iter()
+        .map(|(name, labels)| serde_json::json!({"name": name, "labels": labels}))
+        .collect();
+    let pods: Vec<serde_json::Value> = pods
+        .map(|(p, name, labels)| {
+            Ok(serde_json::json!({
+                "uid": p.uid(),
+                "name": name,
+                "namespace": p.namespace(),
+                "serviceAccount": p.service_account(),
+                "labels": labels,
+                "ip": p.ip().to_string(),
+                "netns": p.netns_path()?,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let doc = serde_json::json!({"namespaces": namespaces, "pods": pods});
+    write_atomically(path, &serde_json::to_vec_pretty(&doc)?)
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
@@ -414,6 +435,14 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether process `pid` still holds the namespace (a descriptor, a socket, a thread).
+pub(crate) fn holds(pid: u32, namespace: &NetnsIdentity) -> bool {
+    let prefix = format!("/proc/{pid}/");
+    netns_holders(namespace)
+        .iter()
+        .any(|h| h.starts_with(&prefix))
 }
 
 /// Whether something listens on TCP `port` inside the namespace (any address).

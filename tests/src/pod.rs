@@ -20,6 +20,9 @@ pub struct PodSpec {
     pub node: usize,
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
+    /// A fixed address out of the node's pod CIDR (as a manifest's `status.podIP`
+    /// says); `None` lets the node's IPAM pick one.
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl PodSpec {
@@ -31,6 +34,7 @@ impl PodSpec {
             node,
             service_account: "default".to_owned(),
             labels: BTreeMap::new(),
+            ip: None,
         }
     }
 
@@ -46,6 +50,12 @@ impl PodSpec {
 
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Gives the pod this address instead of the next free one.
+    pub fn ip(mut self, ip: Ipv4Addr) -> Self {
+        self.ip = Some(ip);
         self
     }
 }
@@ -165,6 +175,24 @@ impl Ipam {
         Some(host)
     }
 
+    /// Takes the host number of `ip`, if it is a free pod address of this CIDR.
+    pub(crate) fn reserve(&mut self, ip: Ipv4Addr) -> Result<u8, String> {
+        if !self.cidr.contains(ip) {
+            return Err(format!("{ip} is outside the node's pod CIDR {}", self.cidr));
+        }
+        let host = ip.octets()[3];
+        if !(FIRST_HOST..=LAST_HOST).contains(&host) {
+            return Err(format!(
+                "{ip} is not a pod address of {} (.{FIRST_HOST} to .{LAST_HOST}; .1 is the node's gateway)",
+                self.cidr
+            ));
+        }
+        if !self.in_use.insert(host) {
+            return Err(format!("{ip} is already taken by another pod"));
+        }
+        Ok(host)
+    }
+
     pub(crate) fn release(&mut self, host: u8) {
         self.in_use.remove(&host);
     }
@@ -192,6 +220,23 @@ mod tests {
         // .2 is free again but not reused before the range wraps.
         assert_eq!(ipam.allocate(), Some(4));
         assert_eq!(ipam.address(4), Ipv4Addr::new(10, 244, 3, 4));
+    }
+
+    #[test]
+    fn reserves_fixed_addresses_once_and_only_inside_the_cidr() {
+        let mut ipam = ipam();
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 244, 3, 7)), Ok(7));
+        let taken = ipam.reserve(Ipv4Addr::new(10, 244, 3, 7)).unwrap_err();
+        assert!(taken.contains("already taken"), "{taken}");
+        let outside = ipam.reserve(Ipv4Addr::new(10, 244, 4, 7)).unwrap_err();
+        assert!(outside.contains("outside"), "{outside}");
+        let gateway = ipam.reserve(Ipv4Addr::new(10, 244, 3, 1)).unwrap_err();
+        assert!(gateway.contains("gateway"), "{gateway}");
+        // Allocation skips what was reserved.
+        let all: Vec<u8> = std::iter::from_fn(|| ipam.allocate()).collect();
+        assert!(!all.contains(&7));
+        ipam.release(7);
+        assert_eq!(ipam.reserve(Ipv4Addr::new(10, 244, 3, 7)), Ok(7));
     }
 
     #[test]

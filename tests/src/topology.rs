@@ -245,13 +245,25 @@ impl Lab {
             pods.insert(spec.name.clone(), None);
         }
         let name = spec.name.clone();
-        let host = lock(&self.ipams[node.index]).allocate();
-        let result = match host {
-            Some(host) => self.build_pod(&node, spec, host).await,
-            None => Err(LabError::PodCidrFull {
-                node: node.index,
-                cidr: node.pod_cidr().to_string(),
-            }),
+        let host = match spec.ip {
+            Some(ip) => {
+                lock(&self.ipams[node.index])
+                    .reserve(ip)
+                    .map_err(|reason| LabError::PodAddress {
+                        pod: name.clone(),
+                        reason,
+                    })
+            }
+            None => lock(&self.ipams[node.index])
+                .allocate()
+                .ok_or_else(|| LabError::PodCidrFull {
+                    node: node.index,
+                    cidr: node.pod_cidr().to_string(),
+                }),
+        };
+        let (result, host) = match host {
+            Ok(host) => (self.build_pod(&node, spec, host).await, Some(host)),
+            Err(e) => (Err(e), None),
         };
         let mut pods = lock(&self.pods);
         match result {

@@ -26,3 +26,20 @@ where
         })
     })
 }
+
+/// `main` of a lab test binary whose trials run mesh components: runs the component
+/// when re-executed as one ([`crate::mesh::dispatch`]), else enters the sandbox and runs
+/// `trials()` under libtest-mimic.
+pub fn mesh_main(binary: &str, trials: impl FnOnce() -> Vec<Trial>) -> std::process::ExitCode {
+    if let Some(code) = crate::mesh::dispatch() {
+        return code;
+    }
+    if let Err(e) = crate::sandbox::enter() {
+        eprintln!(
+            "{binary}: cannot set up the lab sandbox: {:#}",
+            anyhow::Error::from(e)
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials()).exit_code()
+}

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use api::prost::Message;
 use lab::mesh::{Mesh, MeshService, listening};
 use lab::{Pod, PodSpec, assert_eventually};
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Trial;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -25,48 +25,39 @@ const LEGACY_NS: &str = "legacy";
 const APP_PORT: u16 = 8080;
 
 fn main() -> ExitCode {
-    if let Some(code) = lab::mesh::dispatch() {
-        return code;
-    }
-    if let Err(e) = lab::sandbox::enter() {
-        eprintln!(
-            "node_e2e: cannot set up the lab sandbox: {:#}",
-            anyhow::Error::from(e)
-        );
-        return ExitCode::FAILURE;
-    }
-    let trials = vec![
-        trial(
-            "captured_to_captured_on_the_same_and_the_other_node",
-            captured_to_captured,
-        ),
-        trial(
-            "service_vip_balances_over_endpoints_on_both_nodes",
-            service_vip,
-        ),
-        trial(
-            "captured_to_uncaptured_passes_through",
-            captured_to_uncaptured,
-        ),
-        trial(
-            "uncaptured_to_captured_arrives_on_15006",
-            uncaptured_to_captured,
-        ),
-        trial(
-            "no_plaintext_on_the_wire_between_captured_pods",
-            no_plaintext_on_the_wire,
-        ),
-        trial(
-            "deleted_pod_loses_its_listeners_and_peers_fail_cleanly",
-            deleted_pod,
-        ),
-        trial(
-            "restarted_ztunnel_gets_the_snapshot_and_traffic_flows",
-            restarted_ztunnel,
-        ),
-        trial("garbage_on_the_zds_socket_is_survived", zds_garbage),
-    ];
-    libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
+    lab::trial::mesh_main("node_e2e", || {
+        vec![
+            trial(
+                "captured_to_captured_on_the_same_and_the_other_node",
+                captured_to_captured,
+            ),
+            trial(
+                "service_vip_balances_over_endpoints_on_both_nodes",
+                service_vip,
+            ),
+            trial(
+                "captured_to_uncaptured_passes_through",
+                captured_to_uncaptured,
+            ),
+            trial(
+                "uncaptured_to_captured_arrives_on_15006",
+                uncaptured_to_captured,
+            ),
+            trial(
+                "no_plaintext_on_the_wire_between_captured_pods",
+                no_plaintext_on_the_wire,
+            ),
+            trial(
+                "deleted_pod_loses_its_listeners_and_peers_fail_cleanly",
+                deleted_pod,
+            ),
+            trial(
+                "restarted_ztunnel_gets_the_snapshot_and_traffic_flows",
+                restarted_ztunnel,
+            ),
+            trial("garbage_on_the_zds_socket_is_survived", zds_garbage),
+        ]
+    })
 }
 
 fn trial<F, Fut>(name: &str, test: F) -> Trial

@@ -184,6 +184,12 @@ impl CertificateSource for CaClient {
         let identity = identity.clone();
         Box::pin(async move { self.get(&identity).await })
     }
+
+    fn release(&self, identity: &Identity) {
+        if self.forget(identity) {
+            tracing::info!(%identity, "no pod needs this identity any more; its certificate is dropped");
+        }
+    }
 }
 
 impl Shared {

@@ -85,6 +85,12 @@ pub trait CertificateSource: Send + Sync + 'static {
         &self,
         identity: &Identity,
     ) -> BoxFuture<'_, Result<Arc<WorkloadCertificate>, CertError>>;
+
+    /// No pod on this node runs as `identity` any more: its certificate need not be kept
+    /// or renewed. A later [`Self::certificate`] call gets a fresh one.
+    fn release(&self, identity: &Identity) {
+        let _ = identity;
+    }
 }
 
 /// Signs certificates locally with a CA read from `ca.crt` / `ca.key` (PEM) in a
@@ -157,6 +163,13 @@ impl CertificateSource for LocalCa {
         let cert = self.get(identity);
         Box::pin(async move { Ok(cert) })
     }
+
+    fn release(&self, identity: &Identity) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(identity);
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +188,12 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.identity(), &id);
         assert_eq!(a.roots(), &[original.root()]);
+        ca.release(&id);
+        let c = ca.certificate(&id).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&a, &c),
+            "a released identity gets a new certificate"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

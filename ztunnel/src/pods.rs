@@ -46,10 +46,15 @@ impl PodRegistry {
         self.pods.contains_key(uid)
     }
 
-    /// Stops a pod's proxies; unknown uids are fine (deletes are idempotent).
+    /// Stops a pod's proxies; unknown uids are fine (deletes are idempotent). The
+    /// certificate of the pod's identity is released once no other pod here uses it.
     pub async fn remove(&mut self, uid: &str) {
         if let Some(proxies) = self.pods.remove(uid) {
+            let identity = proxies.context().identity.clone();
             proxies.stop().await;
+            if !self.pods.values().any(|p| p.context().identity == identity) {
+                self.inputs.certs.release(&identity);
+            }
         }
     }
 

@@ -4,9 +4,17 @@
 //! identities of pods scheduled on that node: a compromised node then cannot impersonate
 //! workloads elsewhere. Who runs where is the controller's knowledge, asked through
 //! [`IdentityAuthorizer`].
+//!
+//! A pod's certificate is asked for as soon as the node learns of the pod, which can be a
+//! moment before the controller has published the change that puts the pod on that node.
+//! So a refusal on placement is only final after [`PLACEMENT_PATIENCE`]: until then the
+//! request waits for the next publication.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use api::ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -26,10 +34,27 @@ mod tests;
 /// behalf.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
+/// How long a certificate request for an identity not (yet) placed on the caller's node
+/// waits for the controller's view to catch up before it is refused.
+pub const PLACEMENT_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Decides whether a node may hold an identity; the controller answers from its store
 /// (service accounts of the pods scheduled on the node).
 pub trait IdentityAuthorizer: Send + Sync + 'static {
+    /// The answer now.
     fn node_may_sign(&self, node: &str, identity: &SpiffeId) -> bool;
+
+    /// The answer once it is yes, or after `patience` if it stays no. The default asks
+    /// once: a fixed table never changes its mind.
+    fn node_may_sign_within<'a>(
+        &'a self,
+        node: &'a str,
+        identity: &'a SpiffeId,
+        patience: Duration,
+    ) -> BoxFuture<'a, bool> {
+        let _ = patience;
+        Box::pin(std::future::ready(self.node_may_sign(node, identity)))
+    }
 }
 
 /// A fixed node → identities table, for tests and static setups.
@@ -68,6 +93,7 @@ pub struct CaService {
     ca: Arc<MeshCa>,
     tokens: NodeTokens,
     authorizer: Arc<dyn IdentityAuthorizer>,
+    patience: Duration,
 }
 
 impl std::fmt::Debug for CaService {
@@ -89,7 +115,15 @@ impl CaService {
             ca,
             tokens,
             authorizer,
+            patience: PLACEMENT_PATIENCE,
         }
+    }
+
+    /// How long a request for an identity not placed on the caller's node waits for the
+    /// controller's view to change (default [`PLACEMENT_PATIENCE`]).
+    pub fn with_placement_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// The tonic service, ready for `Server::builder().add_service(..)`.
@@ -99,7 +133,7 @@ impl CaService {
 
     /// Authenticates, checks and signs one request; every refusal is logged here.
     #[allow(clippy::result_large_err)] // tonic::Status is the gRPC answer itself
-    pub fn create(
+    pub async fn create(
         &self,
         metadata: &MetadataMap,
         request: &IstioCertificateRequest,
@@ -141,7 +175,11 @@ impl CaService {
             .ca
             .workload_ttl(request.validity_duration)
             .map_err(|e| refuse(Status::invalid_argument(e.to_string()), Some(identity)))?;
-        if !self.authorizer.node_may_sign(&node, identity) {
+        if !self
+            .authorizer
+            .node_may_sign_within(&node, identity, self.patience)
+            .await
+        {
             return Err(refuse(
                 Status::permission_denied(format!(
                     "node {node:?} runs no pod with identity {identity}; a node may only get certificates for its own pods' service accounts"
@@ -192,7 +230,7 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let issued = self.create(request.metadata(), request.get_ref())?;
+        let issued = self.create(request.metadata(), request.get_ref()).await?;
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: issued.cert_chain,
             root_cert: None,

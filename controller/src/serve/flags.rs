@@ -26,7 +26,8 @@ usage: controller run --manifests DIR --tokens FILE [options]
   --root-namespace NS    mesh-wide policies live here (default istio-system)
   --cluster-id ID        default Kubernetes
   --max-cert-ttl SECS    longest workload certificate issued (default 7776000 = 90 days)
-  --debounce-ms MS       quiet time before a push (default 100; pushes wait at most 1 s)
+  --debounce-ms MS       a change after MS of idle is pushed at once; changes within MS of a
+                         push are batched until MS of quiet (default 100; at most 1 s)
   --log-format FORMAT    text (default) or json; the level comes from RUST_LOG (default info)
 ";
 

@@ -1,27 +1,42 @@
 //! The directory source: every `*.yaml`, `*.yml` and `*.json` file under a directory
 //! (recursively, hidden files and directories skipped), re-read when it changes.
 //!
+//! Changes are noticed through file-system notifications (inotify on Linux, via `notify`)
+//! within milliseconds; the directory is also rescanned periodically, because
+//! notifications can be lost (queue overflow, the watch limit) or unavailable (some
+//! network and FUSE file systems). Either way a scan compares file fingerprints, so a
+//! notification never does more than trigger a scan.
+//!
 //! Bad input never removes good config: an object that fails to parse or validate keeps
 //! its last good version in force, a file that is not YAML at all keeps everything it
 //! held, and only an object that is really gone (removed from a readable file, or its
 //! file deleted) is deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{ConfigSource, SourceEvent};
 use crate::manifest::{ConfigError, FileContents, Parsed, parse_file};
 use crate::resource::ResourceKey;
 
-/// How often the directory is checked for changes by default.
+/// How often the directory is rescanned by default: the safety net behind notifications,
+/// and the only way changes are seen where notifications do not work.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Watches a directory of manifests by polling file metadata.
+/// How long a file must be left alone after a write that did not close it (or after it
+/// was created) before it is read: a writer still busy with it would be caught half way.
+/// A write that closes the file, a rename into place or a removal is read at once.
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// Watches a directory of manifests: file-system notifications, plus a periodic rescan.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     dir: PathBuf,
@@ -36,6 +51,7 @@ impl DirectorySource {
         }
     }
 
+    /// The rescan period (default [`DEFAULT_INTERVAL`]).
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -50,11 +66,28 @@ impl ConfigSource for DirectorySource {
     async fn run(self, events: mpsc::Sender<SourceEvent>, mut shutdown: watch::Receiver<bool>) {
         let mut state = DirectoryState::default();
         let mut synced = false;
+        let wake = Arc::new(Wake::default());
+        let mut notifications = Notifications::new(&self.dir, wake.clone());
         loop {
             let dir = self.dir.clone();
-            let scan = state.fingerprints();
+            let known = state.fingerprints();
+            let scan = std::time::Instant::now();
             // File I/O and YAML parsing happen off the async threads.
-            let changes = tokio::task::spawn_blocking(move || read_changes(&dir, &scan)).await;
+            let changes = tokio::task::spawn_blocking(move || read_changes(&dir, &known)).await;
+            // After the first scan (which takes everything, so that the initial state is
+            // complete), a file written during the scan, or still being written, is left
+            // for later: its fingerprint is not taken, so the scan that its close (or
+            // SETTLE) brings reads it again.
+            let mut settled: Option<Instant> = None;
+            let changes = changes.map(|changes| {
+                let (later, now): (Vec<FileChange>, Vec<FileChange>) = changes
+                    .into_iter()
+                    .partition(|change| synced && wake.unsettled(change, scan));
+                if !later.is_empty() {
+                    settled = Some(Instant::now() + SETTLE);
+                }
+                now
+            });
             match changes {
                 Ok(changes) => {
                     // Nothing changed on disk: nothing to merge or compare.
@@ -66,6 +99,7 @@ impl ConfigSource for DirectorySource {
                         }
                         state.reconcile()
                     };
+                    // Back to back, so the pipeline finds one scan's events queued together.
                     for event in pending {
                         if events.send(event).await.is_err() {
                             return;
@@ -81,12 +115,207 @@ impl ConfigSource for DirectorySource {
                 }
                 Err(e) => warn!(dir = %self.dir.display(), error = %e, "manifest scan failed"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            // Until the next scan is due: a notification that says "now", the end of a
+            // settle period, or the periodic rescan (which also repairs the watch).
+            let rescan = Instant::now() + self.interval;
+            loop {
+                let wake_at = settled.map_or(rescan, |settled| settled.min(rescan));
+                tokio::select! {
+                    () = wake.now.notified() => break,
+                    () = wake.soon.notified() => settled = Some(Instant::now() + SETTLE),
+                    () = tokio::time::sleep_until(wake_at) => {
+                        if Instant::now() >= rescan {
+                            notifications.repair();
+                        }
+                        break;
+                    }
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
         }
     }
+}
+
+/// What notifications tell the scanning task. `now` and `soon` hold at most one permit
+/// each, so a flood of events costs one scan.
+#[derive(Debug, Default)]
+struct Wake {
+    /// Scan at once.
+    now: Notify,
+    /// Scan once things have been quiet for [`SETTLE`].
+    soon: Notify,
+    /// The latest write-related notification per file: a scan must not take a file that
+    /// was written while it read it (it may have read it torn: a truncated file would
+    /// delete everything it held), nor one still being written, until it is closed or has
+    /// been left alone for [`SETTLE`].
+    writes: Mutex<HashMap<PathBuf, Write>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Write {
+    at: std::time::Instant,
+    /// Modified or created, and not yet closed or renamed into place.
+    open: bool,
+}
+
+impl Wake {
+    fn on_event(&self, event: notify::Result<notify::Event>) {
+        if let Err(e) = &event {
+            warn!(error = %e, "file-system notification error; rescanning");
+        }
+        if let Ok(event) = &event {
+            self.track_writes(event);
+        }
+        match urgency(&event) {
+            Urgency::Now => self.now.notify_one(),
+            Urgency::Settle => self.soon.notify_one(),
+            Urgency::None => {}
+        }
+    }
+
+    fn track_writes(&self, event: &notify::Event) {
+        let open = match event.kind {
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
+            | EventKind::Create(CreateKind::File | CreateKind::Any | CreateKind::Other) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => false,
+            _ => return,
+        };
+        let at = std::time::Instant::now();
+        let mut writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        for path in &event.paths {
+            writes.insert(path.clone(), Write { at, open });
+        }
+    }
+
+    /// Whether what a scan that started at `scan` read may be torn or incomplete: the
+    /// file was written since, or is still being written. Without a notification about
+    /// it (none yet, or no watch), a file modified less than [`SETTLE`] ago counts as
+    /// being written: a writer that truncates before writing leaves an empty file behind
+    /// for a moment.
+    fn unsettled(&self, change: &FileChange, scan: std::time::Instant) -> bool {
+        let (path, Some((print, _))) = change else {
+            return false; // a removal cannot be torn
+        };
+        let mut writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        writes.retain(|_, w| w.at > scan || w.at.elapsed() < SETTLE);
+        match writes.get(path) {
+            Some(w) => w.at > scan || (w.open && w.at.elapsed() < SETTLE),
+            None => print.modified.is_some_and(|modified| {
+                let now = SystemTime::now();
+                let age = now
+                    .duration_since(modified)
+                    .unwrap_or_else(|e| e.duration());
+                age < SETTLE
+            }),
+        }
+    }
+}
+
+/// How urgently a notification calls for a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// Nothing a scan could see (someone, e.g. the scan itself, opened or read a file).
+    None,
+    /// A file is being written or was just created: read it once the writer is done.
+    Settle,
+    /// Something is complete (written and closed, renamed into place, removed), or
+    /// notifications were lost: scan now.
+    Now,
+}
+
+fn urgency(event: &notify::Result<notify::Event>) -> Urgency {
+    let Ok(event) = event else {
+        return Urgency::Now;
+    };
+    if event.need_rescan() {
+        return Urgency::Now;
+    }
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Urgency::Now,
+        EventKind::Access(_) => Urgency::None,
+        // A new file is read once written; a new directory is listed once its own watch
+        // has begun (files written in it before that sent no notification).
+        EventKind::Create(_) => Urgency::Settle,
+        EventKind::Modify(ModifyKind::Name(_)) => Urgency::Now,
+        EventKind::Modify(_) => Urgency::Settle,
+        EventKind::Remove(_) | EventKind::Any | EventKind::Other => Urgency::Now,
+    }
+}
+
+/// The file-system watch on the directory, when there is one. Without it (the directory
+/// is missing, the file system or the watch limit does not allow it) the periodic rescan
+/// is all there is, and each rescan tries again.
+#[derive(Debug)]
+struct Notifications {
+    dir: PathBuf,
+    wake: Arc<Wake>,
+    /// The watch, and which directory (device, inode) it is on: a directory replaced
+    /// under the same name needs a new watch.
+    active: Option<(RecommendedWatcher, (u64, u64))>,
+    /// Whether the last failure was logged, so a lasting one is logged once.
+    failure_logged: bool,
+}
+
+impl Notifications {
+    fn new(dir: &Path, wake: Arc<Wake>) -> Self {
+        let mut n = Notifications {
+            dir: dir.to_owned(),
+            wake,
+            active: None,
+            failure_logged: false,
+        };
+        n.repair();
+        n
+    }
+
+    /// Starts the watch if there is none, or if the directory was replaced.
+    fn repair(&mut self) {
+        let identity = dir_identity(&self.dir);
+        if identity.is_some() && self.active.as_ref().map(|(_, id)| *id) == identity {
+            return;
+        }
+        self.active = None;
+        let Some(identity) = identity else {
+            return; // missing: the scan reports it
+        };
+        match self.start() {
+            Ok(watcher) => {
+                info!(dir = %self.dir.display(), "watching for file changes");
+                self.active = Some((watcher, identity));
+                // Whatever happened before the watch began is found by the scan that
+                // always follows a repair.
+                self.failure_logged = false;
+            }
+            Err(e) if !self.failure_logged => {
+                self.failure_logged = true;
+                warn!(
+                    dir = %self.dir.display(), error = %e,
+                    "no file-system notifications; changes are found by rescanning"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn start(&self) -> notify::Result<RecommendedWatcher> {
+        let wake = self.wake.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                wake.on_event(event)
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::Recursive)?;
+        Ok(watcher)
+    }
+}
+
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// What tells a changed file apart: mtime, length and inode (atomic replaces).
@@ -188,6 +417,10 @@ pub struct DirectoryState {
     files: BTreeMap<PathBuf, FileState>,
     emitted: BTreeMap<ResourceKey, Parsed>,
     problems: Vec<ConfigError>,
+    /// Objects of the files updated since the last reconcile: only they can have changed.
+    dirty: BTreeSet<ResourceKey>,
+    /// Objects defined in more than one file: the problem reported for each unused copy.
+    duplicates: BTreeMap<ResourceKey, Vec<ConfigError>>,
 }
 
 #[derive(Debug)]
@@ -208,11 +441,13 @@ impl DirectoryState {
 
     /// Folds in a file's new contents (`None`: the file is gone).
     pub fn update_file(&mut self, path: PathBuf, change: Option<(Fingerprint, FileContents)>) {
+        let previous = self.files.remove(&path);
         let Some((fingerprint, contents)) = change else {
-            self.files.remove(&path);
+            if let Some(gone) = previous {
+                self.dirty.extend(gone.good.into_keys());
+            }
             return;
         };
-        let previous = self.files.remove(&path);
         let mut old_good = previous.map(|f| f.good).unwrap_or_default();
         let good = if contents.unreadable {
             old_good
@@ -226,6 +461,9 @@ impl DirectoryState {
                     good.entry(key).or_insert(kept);
                 }
             }
+            // What the file held before (now gone or replaced) and what it holds now.
+            self.dirty.extend(old_good.into_keys());
+            self.dirty.extend(good.keys().cloned());
             good
         };
         self.files.insert(
@@ -238,15 +476,19 @@ impl DirectoryState {
         );
     }
 
-    /// The events that bring a consumer from what was emitted to the current state.
+    /// The events that bring a consumer from what was emitted to the current state. Only
+    /// the objects of files updated since the last call are looked at, so a one-object
+    /// change costs the same whatever the directory holds.
     pub fn reconcile(&mut self) -> Vec<SourceEvent> {
-        let mut merged: BTreeMap<ResourceKey, Parsed> = BTreeMap::new();
-        let mut problems: Vec<ConfigError> = Vec::new();
-        for file in self.files.values() {
-            problems.extend(file.errors.iter().cloned());
-            for (key, parsed) in &file.good {
-                match merged.get(key) {
-                    Some(first) => problems.push(ConfigError {
+        let mut applied = Vec::new();
+        let mut deleted = Vec::new();
+        for key in std::mem::take(&mut self.dirty) {
+            // The definition in the first file (by path) is used; later ones are reported.
+            let mut definitions = self.files.values().filter_map(|f| f.good.get(&key));
+            let winner = definitions.next();
+            let copies: Vec<ConfigError> = match winner {
+                Some(first) => definitions
+                    .map(|parsed| ConfigError {
                         file: parsed.origin.file.clone(),
                         document: Some(parsed.origin.document),
                         object: Some(key.to_string()),
@@ -255,29 +497,42 @@ impl DirectoryState {
                             "defined again; the definition in {} is used",
                             first.origin
                         ),
-                    }),
-                    None => {
-                        merged.insert(key.clone(), parsed.clone());
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            match winner {
+                Some(parsed) => {
+                    let old = self.emitted.get(&key);
+                    // Objects of unchanged files are the same allocation: no deep compare.
+                    let identical = old.is_some_and(|o| Arc::ptr_eq(&o.resource, &parsed.resource));
+                    if !identical {
+                        if !old.is_some_and(|o| o.resource == parsed.resource) {
+                            applied.push(SourceEvent::Applied(parsed.clone()));
+                        }
+                        self.emitted.insert(key.clone(), parsed.clone());
+                    }
+                }
+                None => {
+                    if self.emitted.remove(&key).is_some() {
+                        deleted.push(SourceEvent::Deleted(key.clone()));
                     }
                 }
             }
-        }
-        let mut events = Vec::new();
-        for (key, parsed) in &merged {
-            let same = self
-                .emitted
-                .get(key)
-                // Objects of unchanged files are the same allocation: skip the deep compare.
-                .is_some_and(|old| {
-                    Arc::ptr_eq(&old.resource, &parsed.resource) || old.resource == parsed.resource
-                });
-            if !same {
-                events.push(SourceEvent::Applied(parsed.clone()));
+            if copies.is_empty() {
+                self.duplicates.remove(&key);
+            } else {
+                self.duplicates.insert(key, copies);
             }
         }
-        for key in self.emitted.keys() {
-            if !merged.contains_key(key) {
-                events.push(SourceEvent::Deleted(key.clone()));
+        let mut events = applied;
+        events.append(&mut deleted);
+        // File by file: its errors, then the copies it holds that are not used.
+        let mut problems: Vec<ConfigError> = Vec::new();
+        for (path, file) in &self.files {
+            problems.extend(file.errors.iter().cloned());
+            for copies in self.duplicates.values() {
+                problems.extend(copies.iter().filter(|c| c.file == *path).cloned());
             }
         }
         if problems != self.problems {
@@ -287,7 +542,6 @@ impl DirectoryState {
             self.problems = problems.clone();
             events.push(SourceEvent::Problems(problems));
         }
-        self.emitted = merged;
         events
     }
 }

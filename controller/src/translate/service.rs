@@ -1,7 +1,8 @@
 //! Kubernetes Services -> `istio.workload.Service`, keeping what workloads need to
 //! resolve their side of each port (the selector and named target ports).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash as _, Hasher as _};
 use std::net::IpAddr;
 
 use api::workload::{NetworkAddress, Port, Service};
@@ -178,16 +179,78 @@ pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
+/// Every service, with those that select pods indexed by namespace and the first label
+/// of their selector, so a pod's services are found from its own labels instead of by
+/// trying every service.
+#[derive(Debug, Default)]
+pub struct ServiceIndex {
+    services: Vec<ServiceInfo>,
+    /// Hash of (namespace, label key, label value) -> positions in `services`. A hash
+    /// collision only adds a candidate, which the full selector check then drops.
+    by_first_label: HashMap<u64, Vec<usize>>,
+}
+
+fn label_hash(namespace: &str, key: &str, value: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (namespace, key, value).hash(&mut h);
+    h.finish()
+}
+
+impl ServiceIndex {
+    pub fn new(services: Vec<ServiceInfo>) -> Self {
+        let mut by_first_label: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, service) in services.iter().enumerate() {
+            // An empty selector selects nothing (endpoints managed by hand).
+            if let Some((key, value)) = service.selector.iter().next() {
+                let ns = &service.service.namespace;
+                by_first_label
+                    .entry(label_hash(ns, key, value))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        ServiceIndex {
+            services,
+            by_first_label,
+        }
+    }
+
+    /// Every service, ordered as given.
+    pub fn services(&self) -> &[ServiceInfo] {
+        &self.services
+    }
+
+    /// Every service whose selector matches a pod in `namespace` with `labels`.
+    pub fn selecting(&self, namespace: &str, labels: &Labels) -> Vec<&ServiceInfo> {
+        let mut out: Vec<&ServiceInfo> = Vec::new();
+        for (key, value) in labels {
+            let Some(candidates) = self.by_first_label.get(&label_hash(namespace, key, value))
+            else {
+                continue;
+            };
+            for &i in candidates {
+                let service = &self.services[i];
+                if service.selects(namespace, labels)
+                    && !out.iter().any(|s| std::ptr::eq(*s, service))
+                {
+                    out.push(service);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// All ports of every service selecting the pod, keyed `namespace/hostname`.
 pub fn services_of(
-    services: &[ServiceInfo],
+    services: &ServiceIndex,
     namespace: &str,
     labels: &Labels,
     pod: &Pod,
 ) -> BTreeMap<String, Vec<Port>> {
     services
-        .iter()
-        .filter(|s| s.selects(namespace, labels))
+        .selecting(namespace, labels)
+        .into_iter()
         .map(|s| (s.resource_name(), s.ports_for(pod)))
         .collect()
 }

@@ -13,14 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use super::MeshOptions;
 use super::authorization::TranslatedPolicy;
 use super::labels::{self, Labels};
-use super::service::{ServiceInfo, ip_bytes, services_of};
+use super::service::{ServiceIndex, ip_bytes, services_of};
 
 /// What every pod's translation looks up.
 #[derive(Debug)]
 pub struct Context<'a> {
     pub options: &'a MeshOptions,
     pub namespaces: &'a BTreeMap<&'a str, &'a Namespace>,
-    pub services: &'a [ServiceInfo],
+    pub services: &'a ServiceIndex,
     pub policies: &'a [TranslatedPolicy],
 }
 

@@ -110,6 +110,18 @@ fn service_problems_name_their_field() {
     .map(|(_, m)| m)
     .collect();
     assert_eq!(messages, ["\"a\" is used by another port"]);
+    let messages: Vec<String> = problems(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec: {ports: [\
+         {name: a, port: 53}, {name: b, port: 53, protocol: UDP}, {name: c, port: 53, protocol: TCP}]}\n",
+    )
+    .into_iter()
+    .map(|(f, m)| format!("{f}: {m}"))
+    .collect();
+    assert_eq!(
+        messages,
+        ["spec.ports[2].port: 53 is already used by another TCP port"],
+        "TCP and UDP may share a number, two TCP ports may not"
+    );
 }
 
 #[test]

@@ -18,7 +18,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(resource: Any) -> Self {
+    /// The entry for `resource`, versioned by its content.
+    pub fn new(resource: Any) -> Self {
         Entry {
             version: content_version(&resource),
             resource,
@@ -41,7 +42,9 @@ pub fn content_version(any: &Any) -> String {
 /// can skip a type whose map is pointer-equal to the one it last diffed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Resources {
-    by_name: BTreeMap<String, Arc<Entry>>,
+    /// Names are shared with whoever built the snapshot (a large snapshot rebuilt for a
+    /// one-resource change need not copy every name).
+    by_name: BTreeMap<Arc<str>, Arc<Entry>>,
 }
 
 static NO_RESOURCES: LazyLock<Arc<Resources>> = LazyLock::new(Default::default);
@@ -61,7 +64,7 @@ impl Resources {
 
     /// In name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Entry>)> {
-        self.by_name.iter().map(|(n, e)| (n.as_str(), e))
+        self.by_name.iter().map(|(n, e)| (&**n, e))
     }
 }
 
@@ -105,8 +108,12 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     previous: Option<Arc<Snapshot>>,
-    types: BTreeMap<String, BTreeMap<String, Arc<Entry>>>,
+    /// In insertion order; sorted (the last insert of a name winning) by `build`.
+    types: BTreeMap<String, Vec<Named>>,
 }
+
+/// A resource name and its entry.
+type Named = (Arc<str>, Arc<Entry>);
 
 impl SnapshotBuilder {
     /// A builder that reuses `previous`'s entries (and whole per-type maps) where content is
@@ -135,14 +142,37 @@ impl SnapshotBuilder {
             .filter(|old| ***old == entry)
             .cloned();
         let entry = reused.unwrap_or_else(|| Arc::new(entry));
-        self.types.entry(type_url).or_default().insert(name, entry);
+        self.push(&type_url, name.into(), entry);
         self
+    }
+
+    /// Adds an entry built earlier, as it is: the caller keeps unchanged resources'
+    /// entries (the same `Arc`) from one snapshot to the next.
+    pub fn insert_entry(
+        &mut self,
+        type_url: &str,
+        name: impl Into<Arc<str>>,
+        entry: Arc<Entry>,
+    ) -> &mut Self {
+        self.push(type_url, name.into(), entry);
+        self
+    }
+
+    fn push(&mut self, type_url: &str, name: Arc<str>, entry: Arc<Entry>) {
+        match self.types.get_mut(type_url) {
+            Some(entries) => entries.push((name, entry)),
+            None => {
+                self.types.insert(type_url.to_owned(), vec![(name, entry)]);
+            }
+        }
     }
 
     pub fn build(self) -> Snapshot {
         let mut hasher = Sha256::new();
         let mut types = BTreeMap::new();
-        for (type_url, by_name) in self.types {
+        for (type_url, entries) in self.types {
+            // Sorts (cheaply when inserted in order); a later insert of a name wins.
+            let by_name: BTreeMap<Arc<str>, Arc<Entry>> = entries.into_iter().collect();
             for (name, entry) in &by_name {
                 for part in [
                     type_url.as_bytes(),
@@ -229,6 +259,67 @@ pub fn diff(held: &HashMap<String, String>, resources: &Resources, scope: Scope<
             for name in names {
                 consider(name, &mut out);
             }
+        }
+    }
+    out
+}
+
+/// [`diff`] for a client that was last diffed against `last` (within the same `scope`):
+/// it holds `last`'s version of every name in scope, so only names whose entry is not the
+/// same allocation in `last` and `current` can differ. A one-resource change in a large
+/// snapshot costs a walk over two sorted maps instead of a lookup per name.
+pub fn diff_since(
+    held: &HashMap<String, String>,
+    last: &Resources,
+    current: &Resources,
+    scope: Scope<'_>,
+) -> Diff {
+    use std::cmp::Ordering;
+    let in_scope = |name: &str| match scope {
+        Scope::All => true,
+        Scope::Names(names) => names.contains(name),
+    };
+    let mut out = Diff::default();
+    let changed = |name: &str, entry: &Arc<Entry>, out: &mut Diff| {
+        if in_scope(name) && held.get(name) != Some(&entry.version) {
+            out.changed.push((name.to_owned(), entry.clone()));
+        }
+    };
+    let gone = |name: &str, out: &mut Diff| {
+        if in_scope(name) && held.contains_key(name) {
+            out.removed.push(name.to_owned());
+        }
+    };
+    let mut old = last.by_name.iter().peekable();
+    let mut new = current.by_name.iter().peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((o, _)), None) => {
+                gone(o, &mut out);
+                old.next();
+            }
+            (None, Some((n, entry))) => {
+                changed(n, entry, &mut out);
+                new.next();
+            }
+            (Some((o, old_entry)), Some((n, entry))) => match o.cmp(n) {
+                Ordering::Less => {
+                    gone(o, &mut out);
+                    old.next();
+                }
+                Ordering::Greater => {
+                    changed(n, entry, &mut out);
+                    new.next();
+                }
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(old_entry, entry) {
+                        changed(n, entry, &mut out);
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
         }
     }
     out

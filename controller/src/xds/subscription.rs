@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use api::xds::DeltaDiscoveryRequest;
 
-use super::snapshot::{Diff, Resources, Scope, diff};
+use super::snapshot::{Diff, Resources, Scope, diff, diff_since};
 
 /// The name that subscribes to (or, unsubscribed, ends) the wildcard.
 const WILDCARD: &str = "*";
@@ -105,7 +105,11 @@ impl Subscription {
         } else {
             Scope::Names(&self.names)
         };
-        let mut update = diff(&self.held, current, scope);
+        let mut update = match &self.last_diffed {
+            // Nothing about the subscription changed: only changed entries need a look.
+            Some(last) if !self.needs_diff => diff_since(&self.held, last, current, scope),
+            _ => diff(&self.held, current, scope),
+        };
         for name in std::mem::take(&mut self.announce) {
             if current.get(&name).is_none() && !self.held.contains_key(&name) {
                 update.removed.push(name);

@@ -266,11 +266,19 @@ fn port_map(prefix: &str, ports: &[wl::Port]) -> Result<PortMap, Fault> {
                 format!("target port {} is not a port", p.target_port),
             )
         })?;
-        if map.insert(service_port, target_port).is_some() {
-            return Err(fault(
-                field(),
-                format!("service port {service_port} appears twice"),
-            ));
+        // Kubernetes lets one port number serve TCP and UDP (DNS: 53 twice), and the
+        // workload API carries no protocol: identical entries are one port. Different
+        // targets for the same port leave no way to know which one TCP means.
+        match map.insert(service_port, target_port) {
+            Some(previous) if previous != target_port => {
+                return Err(fault(
+                    field(),
+                    format!(
+                        "service port {service_port} appears twice, with target ports {previous} and {target_port}"
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(map)

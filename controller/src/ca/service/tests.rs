@@ -44,11 +44,11 @@ fn request(csr: String, impersonated: Option<Kind>) -> IstioCertificateRequest {
     }
 }
 
-#[test]
-fn a_node_gets_its_own_pods_identity_leaf_first_root_last() {
+#[tokio::test]
+async fn a_node_gets_its_own_pods_identity_leaf_first_root_last() {
     let (svc, _dir) = service("svc-ok");
     let req = request(csr_for(ECHO), Some(Kind::StringValue(ECHO.into())));
-    let issued = svc.create(&bearer(TOKEN_0), &req).unwrap();
+    let issued = svc.create(&bearer(TOKEN_0), &req).await.unwrap();
     assert_eq!(issued.identity.to_string(), ECHO);
     assert_eq!(issued.cert_chain.len(), 2);
     assert_eq!(issued.cert_chain[1], svc.ca.root_pem());
@@ -62,8 +62,8 @@ fn a_node_gets_its_own_pods_identity_leaf_first_root_last() {
     );
 }
 
-#[test]
-fn refusals_carry_the_right_code_and_say_why() {
+#[tokio::test]
+async fn refusals_carry_the_right_code_and_say_why() {
     let (svc, _dir) = service("svc-refusals");
     let mut negative = request(csr_for(ECHO), None);
     negative.validity_duration = -5;
@@ -130,7 +130,7 @@ fn refusals_carry_the_right_code_and_say_why() {
         ),
     ];
     for (name, metadata, req, code, words) in cases {
-        let status = svc.create(&metadata, &req).unwrap_err();
+        let status = svc.create(&metadata, &req).await.unwrap_err();
         assert_eq!(status.code(), code, "{name}: {status:?}");
         for word in words {
             assert!(

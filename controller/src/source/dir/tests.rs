@@ -133,15 +133,7 @@ impl Drop for TempDir {
 }
 
 async fn next(rx: &mut mpsc::Receiver<SourceEvent>) -> Vec<String> {
-    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("an event within 10 s")
-        .expect("the source is running");
-    let mut events = vec![first];
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    summary(&events)
+    next_within(rx, Duration::from_secs(10)).await
 }
 
 #[tokio::test]
@@ -167,6 +159,120 @@ async fn watches_a_real_directory() {
 
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}
+
+/// The events of the next scan, which must come within `patience`.
+async fn next_within(rx: &mut mpsc::Receiver<SourceEvent>, patience: Duration) -> Vec<String> {
+    let first = tokio::time::timeout(patience, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no event within {patience:?}"))
+        .expect("the source is running");
+    let mut events = vec![first];
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    summary(&events)
+}
+
+#[tokio::test]
+async fn notifications_beat_the_rescan() {
+    let tmp = TempDir::new("notify");
+    std::fs::write(tmp.0.join("a.yaml"), service("a", "80")).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop, shutdown) = watch::channel(false);
+    // A rescan a minute away: whatever arrives sooner was noticed through notifications.
+    let source = DirectorySource::new(&tmp.0).with_interval(Duration::from_secs(60));
+    let task = tokio::spawn(source.run(tx, shutdown));
+    let patience = Duration::from_secs(5);
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/a", "synced"]
+    );
+
+    // Renamed into place.
+    std::fs::write(tmp.0.join("b.tmp"), service("b", "80")).unwrap();
+    std::fs::rename(tmp.0.join("b.tmp"), tmp.0.join("b.yaml")).unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/b"]
+    );
+    // Rewritten in place (truncate, write, close).
+    std::fs::write(tmp.0.join("a.yaml"), service("a", "81")).unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/a"]
+    );
+    // Rewritten in place by a slow writer: nothing is taken from the half-written file.
+    let path = tmp.0.join("a.yaml");
+    let text = service("a", "82");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&path).unwrap(); // truncates
+        let (head, tail) = text.split_at(text.len() / 2);
+        file.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        file.write_all(tail.as_bytes()).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/a"]
+    );
+    // A new directory, and a file in it.
+    std::fs::create_dir(tmp.0.join("sub")).unwrap();
+    std::fs::write(tmp.0.join("sub/c.yaml"), service("c", "80")).unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/c"]
+    );
+    // A bad edit is still only a problem.
+    std::fs::write(tmp.0.join("sub/c.yaml"), service("c", "eighty")).unwrap();
+    assert_eq!(next_within(&mut rx, patience).await, ["problems 1"]);
+    std::fs::remove_file(tmp.0.join("b.yaml")).unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["deleted Service default/b"]
+    );
+    // Reading files (as every scan does) is no change: nothing more arrives.
+    std::fs::read_to_string(tmp.0.join("a.yaml")).unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "unexpected {:?}",
+        quiet.unwrap().map(|e| summary(&[e]))
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(patience, task)
+        .await
+        .expect("stops on shutdown")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_that_appears_later_is_found_by_rescanning() {
+    let tmp = TempDir::new("late");
+    let dir = tmp.0.join("manifests");
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop, shutdown) = watch::channel(false);
+    let source = DirectorySource::new(&dir).with_interval(Duration::from_millis(20));
+    let task = tokio::spawn(source.run(tx, shutdown));
+    let patience = Duration::from_secs(10);
+    assert_eq!(next_within(&mut rx, patience).await, ["synced"]);
+
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.tmp"), service("a", "80")).unwrap();
+    std::fs::rename(dir.join("a.tmp"), dir.join("a.yaml")).unwrap();
+    assert_eq!(
+        next_within(&mut rx, patience).await,
+        ["applied Service default/a"]
+    );
+    stop.send(true).unwrap();
+    tokio::time::timeout(patience, task)
         .await
         .expect("stops on shutdown")
         .unwrap();

@@ -193,3 +193,38 @@ fn unchanged_entries_and_types_are_shared_with_the_previous_snapshot() {
     );
     assert_ne!(first.version(), second.version());
 }
+
+#[test]
+fn diff_since_the_last_snapshot_equals_a_full_diff() {
+    let last_pairs = [("a", "1"), ("b", "1"), ("c", "1"), ("e", "1")];
+    let mut b = Snapshot::builder();
+    for (name, payload) in last_pairs {
+        b.insert(T, name, any(payload));
+    }
+    let last = Arc::new(b.build());
+    // b changes, c goes, d arrives, e is rewritten with the same content (a new
+    // allocation but the same version), a stays.
+    let mut b = SnapshotBuilder::from_previous(last.clone());
+    b.insert(T, "a", any("1"))
+        .insert(T, "b", any("2"))
+        .insert(T, "d", any("1"));
+    b.insert_entry(T, "e", Arc::new(Entry::new(any("1"))));
+    let current = b.build();
+    let (last, current) = (last.resources(T), current.resources(T));
+    let ab: BTreeSet<String> = ["a".into(), "b".into(), "c".into()].into();
+    for scope in [Scope::All, Scope::Names(&ab)] {
+        // What the client holds after the last diff: last's versions within the scope.
+        let held: HashMap<String, String> = last
+            .iter()
+            .filter(|(n, _)| match scope {
+                Scope::All => true,
+                Scope::Names(names) => names.contains(*n),
+            })
+            .map(|(n, e)| (n.to_owned(), e.version.clone()))
+            .collect();
+        let full = diff(&held, &current, scope);
+        let since = diff_since(&held, &last, &current, scope);
+        assert_eq!(since, full, "{scope:?}");
+        assert!(!since.is_empty());
+    }
+}

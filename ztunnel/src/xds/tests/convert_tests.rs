@@ -103,14 +103,28 @@ fn malformed_addresses_name_the_resource_and_field() {
             "{message} should contain {expected}"
         );
     }
+    // The same port twice (TCP and UDP in Kubernetes) is one port; different targets for
+    // it are ambiguous.
     let mut svc = pb_service("web", [10, 96, 0, 1]);
+    let first = svc.ports[0];
+    svc.ports.push(first);
+    let service = convert::service("prod/web", svc.clone()).unwrap();
+    assert_eq!(
+        service.ports.get(&(first.service_port as u16)),
+        Some(&(first.target_port as u16))
+    );
     svc.ports.push(wl::Port {
-        service_port: 80,
-        target_port: 1,
+        service_port: first.service_port,
+        target_port: first.target_port + 1,
     });
     let message = convert::service("prod/web", svc).unwrap_err().to_string();
     assert!(
-        message.contains("ports[1]: service port 80 appears twice"),
+        message.contains(&format!(
+            "ports[2]: service port {} appears twice, with target ports {} and {}",
+            first.service_port,
+            first.target_port,
+            first.target_port + 1
+        )),
         "{message}"
     );
 

@@ -1,0 +1,5 @@
+//! `lab`: the local mesh (see `lab::cli`).
+
+fn main() -> std::process::ExitCode {
+    lab::cli::main()
+}
