@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use crate::resource::{Kind, Resource, ResourceKey};
+use crate::resource::{Kind, PodRecord, Resource, ResourceKey};
 use crate::validate;
 
 /// Where an object came from.
@@ -225,7 +225,9 @@ fn typed(kind: Kind, value: Value) -> Result<Resource, (String, String)> {
     }
     Ok(match kind {
         Kind::Namespace => Resource::Namespace(Box::new(de(value)?)),
-        Kind::Pod => Resource::Pod(Box::new(de(value)?)),
+        Kind::Pod => Resource::Pod(Box::new(PodRecord::from(de::<
+            k8s_openapi::api::core::v1::Pod,
+        >(value)?))),
         Kind::Service => Resource::Service(Box::new(de(value)?)),
         Kind::ServiceAccount => Resource::ServiceAccount(Box::new(de(value)?)),
         Kind::PeerAuthentication => Resource::PeerAuthentication(Box::new(de(value)?)),

@@ -6,8 +6,12 @@ use api::config::{
     AuthorizationPolicy, DestinationRule, Gateway, PeerAuthentication, RequestAuthentication,
     VirtualService,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub mod pod;
+
+pub use pod::{ContainerRecord, PodRecord};
 
 /// A kind of object we understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -154,7 +158,8 @@ impl fmt::Display for ResourceKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Namespace(Box<Namespace>),
-    Pod(Box<Pod>),
+    /// Reduced to what the mesh reads: see [`PodRecord`].
+    Pod(Box<PodRecord>),
     Service(Box<Service>),
     ServiceAccount(Box<ServiceAccount>),
     PeerAuthentication(Box<PeerAuthentication>),

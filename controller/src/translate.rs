@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use api::security::Authorization;
 use api::workload::{Address, Workload, address};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 
 use crate::manifest::ConfigError;
-use crate::resource::{Kind, Resource};
+use crate::resource::{Kind, PodRecord, Resource};
 use crate::store::Store;
 
 mod authorization;
@@ -119,7 +119,7 @@ impl<'s> Context<'s> {
 
     /// The workload for `pod`: `None` while it has no IP, or once it has terminated.
     /// Its resource name is its `uid`.
-    pub fn workload(&self, pod: &Pod) -> Option<Workload> {
+    pub fn workload(&self, pod: &PodRecord) -> Option<Workload> {
         workload::translate(
             pod,
             &workload::Context {

@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::resource::Resource;
+use crate::resource::{PodRecord, Resource};
 
 mod names;
 
@@ -108,16 +108,14 @@ fn service_account(sa: &ServiceAccount, out: &mut Vec<Problem>) {
     name(&sa.metadata, false, out);
 }
 
-fn pod(pod: &Pod, out: &mut Vec<Problem>) {
+fn pod(pod: &PodRecord, out: &mut Vec<Problem>) {
     name(&pod.metadata, false, out);
-    if let Some(spec) = &pod.spec
-        && let Some(sa) = &spec.service_account_name
+    if let Some(sa) = &pod.service_account
         && let Err(e) = dns1123_subdomain(sa)
     {
         out.push(Problem::new("spec.serviceAccountName", e));
     }
-    let Some(status) = &pod.status else { return };
-    if let Some(ip) = &status.pod_ip
+    if let Some(ip) = &pod.pod_ip
         && ip.parse::<IpAddr>().is_err()
     {
         out.push(Problem::new(
@@ -125,11 +123,11 @@ fn pod(pod: &Pod, out: &mut Vec<Problem>) {
             format!("{ip:?} is not an IP address"),
         ));
     }
-    for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
-        if ip.ip.parse::<IpAddr>().is_err() {
+    for (i, ip) in pod.pod_ips.iter().enumerate() {
+        if ip.parse::<IpAddr>().is_err() {
             out.push(Problem::new(
                 format!("status.podIPs[{i}].ip"),
-                format!("{:?} is not an IP address", ip.ip),
+                format!("{ip:?} is not an IP address"),
             ));
         }
     }

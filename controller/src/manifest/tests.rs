@@ -67,14 +67,8 @@ fn reads_every_document_of_a_file() {
     let Resource::Pod(pod) = &*c.objects[2].resource else {
         panic!("not a pod")
     };
-    assert_eq!(
-        pod.status.as_ref().unwrap().pod_ip.as_deref(),
-        Some("10.0.0.5")
-    );
-    assert_eq!(
-        pod.spec.as_ref().unwrap().node_name.as_deref(),
-        Some("node-0")
-    );
+    assert_eq!(pod.pod_ip.as_deref(), Some("10.0.0.5"));
+    assert_eq!(pod.node_name.as_deref(), Some("node-0"));
 }
 
 #[test]

@@ -6,12 +6,13 @@ use std::hash::{Hash as _, Hasher as _};
 use std::net::IpAddr;
 
 use api::workload::{NetworkAddress, Port, Service};
-use k8s_openapi::api::core::v1::{self as core, ContainerPort, Pod};
+use k8s_openapi::api::core::v1 as core;
+
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::MeshOptions;
 use super::labels::{Labels, selects};
-use crate::resource::{Kind, Resource};
+use crate::resource::{Kind, PodRecord, Resource};
 use crate::store::Store;
 
 /// The pod side of a service port.
@@ -56,7 +57,7 @@ impl ServiceInfo {
 
     /// The ports `pod` serves for this service; a named target port the pod does not
     /// declare leaves that port out.
-    pub fn ports_for(&self, pod: &Pod) -> Vec<Port> {
+    pub fn ports_for(&self, pod: &PodRecord) -> Vec<Port> {
         self.ports
             .iter()
             .filter_map(|p| {
@@ -160,14 +161,8 @@ fn cluster_ips(spec: &core::ServiceSpec) -> Vec<IpAddr> {
 }
 
 /// The number of the container port called `name` with `protocol`, if the pod has one.
-pub fn container_port(pod: &Pod, name: &str, protocol: &str) -> Option<u32> {
-    let spec = pod.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p: &&ContainerPort| {
-            p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol
-        })
+pub fn container_port(pod: &PodRecord, name: &str, protocol: &str) -> Option<u32> {
+    pod.container_port(name, protocol)
         .and_then(|p| u32::try_from(p.container_port).ok())
 }
 
@@ -246,7 +241,7 @@ pub fn services_of(
     services: &ServiceIndex,
     namespace: &str,
     labels: &Labels,
-    pod: &Pod,
+    pod: &PodRecord,
 ) -> BTreeMap<String, Vec<Port>> {
     services
         .selecting(namespace, labels)

@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use api::workload::{
     NetworkMode, PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::MeshOptions;
 use super::authorization::TranslatedPolicy;
 use super::labels::{self, Labels};
 use super::service::{ServiceIndex, ip_bytes, services_of};
+use crate::resource::PodRecord;
 
 /// What every pod's translation looks up.
 #[derive(Debug)]
@@ -25,15 +26,14 @@ pub struct Context<'a> {
 }
 
 /// The workload for `pod`; `None` while it has no IP, or once it has terminated.
-pub fn translate(pod: &Pod, cx: &Context<'_>) -> Option<Workload> {
-    let status = pod.status.as_ref()?;
-    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
+    if matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let pod_ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    let pod_ip: IpAddr = pod.pod_ip.as_deref()?.parse().ok()?;
     let mut ips = vec![pod_ip];
-    for ip in status.pod_ips.iter().flatten() {
-        if let Ok(ip) = ip.ip.parse::<IpAddr>()
+    for ip in &pod.pod_ips {
+        if let Ok(ip) = ip.parse::<IpAddr>()
             && !ips.contains(&ip)
         {
             ips.push(ip);
@@ -49,8 +49,7 @@ pub fn translate(pod: &Pod, cx: &Context<'_>) -> Option<Workload> {
         .get(namespace.as_str())
         .and_then(|ns| ns.metadata.labels.as_ref())
         .unwrap_or(&empty);
-    let spec = pod.spec.as_ref();
-    let host_network = spec.and_then(|s| s.host_network) == Some(true);
+    let host_network = pod.host_network;
     let (workload_name, workload_type) = workload_name_and_type(pod);
 
     let services = services_of(cx.services, &namespace, pod_labels, pod)
@@ -74,11 +73,12 @@ pub fn translate(pod: &Pod, cx: &Context<'_>) -> Option<Workload> {
             TunnelProtocol::None
         } as i32,
         trust_domain: cx.options.trust_domain.clone(),
-        service_account: spec
-            .and_then(|s| s.service_account_name.clone())
+        service_account: pod
+            .service_account
+            .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into()),
-        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        node: pod.node_name.clone().unwrap_or_default(),
         canonical_name: labels::canonical_name(pod_labels, &workload_name),
         canonical_revision: labels::canonical_revision(pod_labels),
         workload_type: workload_type as i32,
@@ -100,16 +100,9 @@ pub fn translate(pod: &Pod, cx: &Context<'_>) -> Option<Workload> {
 
 /// Unhealthy when Kubernetes says the pod is not ready, or not yet (or no longer)
 /// running. Hand-written manifests often carry only `status.podIP`: that is healthy.
-pub fn health(pod: &Pod) -> WorkloadStatus {
-    let Some(status) = &pod.status else {
-        return WorkloadStatus::Healthy;
-    };
-    let not_ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status != "True");
-    let not_running = status.phase.as_deref().is_some_and(|p| p != "Running");
+pub fn health(pod: &PodRecord) -> WorkloadStatus {
+    let not_ready = pod.ready == Some(false);
+    let not_running = pod.phase.as_deref().is_some_and(|p| p != "Running");
     if not_ready || not_running {
         WorkloadStatus::Unhealthy
     } else {
@@ -119,7 +112,7 @@ pub fn health(pod: &Pod) -> WorkloadStatus {
 
 /// The workload a pod belongs to, for telemetry (`destination_workload`): its
 /// Deployment, Job or CronJob when the owner chain says so, else the pod itself.
-pub fn workload_name_and_type(pod: &Pod) -> (String, WorkloadType) {
+pub fn workload_name_and_type(pod: &PodRecord) -> (String, WorkloadType) {
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
     // The managing controller; hand-written manifests may leave `controller` out.
@@ -145,7 +138,7 @@ pub fn workload_name_and_type(pod: &Pod) -> (String, WorkloadType) {
 
 /// A Deployment names its ReplicaSets `{deployment}-{pod-template-hash}`; a ReplicaSet
 /// without that shape is not a Deployment's.
-fn deployment_name(pod: &Pod, owner: &OwnerReference) -> Option<String> {
+fn deployment_name(pod: &PodRecord, owner: &OwnerReference) -> Option<String> {
     let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
     let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
     (!hash.is_empty() && !name.is_empty()).then(|| name.to_owned())

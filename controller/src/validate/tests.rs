@@ -37,7 +37,9 @@ fn problems(yaml: &str) -> Vec<(String, String)> {
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
     let kind = value["kind"].as_str().unwrap().to_owned();
     let r = match kind.as_str() {
-        "Pod" => Resource::Pod(Box::new(serde_yaml_ng::from_value(value).unwrap())),
+        "Pod" => Resource::Pod(Box::new(PodRecord::from(
+            serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Pod>(value).unwrap(),
+        ))),
         "Service" => Resource::Service(Box::new(serde_yaml_ng::from_value(value).unwrap())),
         "Namespace" => Resource::Namespace(Box::new(serde_yaml_ng::from_value(value).unwrap())),
         other => panic!("{other}"),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use controller::resource::{Kind, Resource};
+use controller::resource::{ContainerRecord, Kind, PodRecord, Resource};
 use controller::store::Store;
 use controller::translate::labels::{self, Labels};
-use k8s_openapi::api::core::v1::{Container, Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 
 use crate::pod_cidr;
 
@@ -128,13 +128,12 @@ pub fn plan(store: &Store, nodes: usize) -> Plan {
 
 fn pod_plan(
     key: &PodKey,
-    pod: &Pod,
+    pod: &PodRecord,
     nodes: usize,
     namespaces: &BTreeMap<String, Labels>,
     services: &[&Service],
 ) -> Result<(PodPlan, Vec<String>), String> {
-    let spec = pod.spec.as_ref().ok_or("it has no spec")?;
-    let node_name = spec
+    let node_name = pod
         .node_name
         .as_deref()
         .ok_or("spec.nodeName is required (the lab has no scheduler): node-0 ... node-N")?;
@@ -145,9 +144,8 @@ fn pod_plan(
         )
     })?;
     let ip_text = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.as_deref())
+        .pod_ip
+        .as_deref()
         .ok_or("status.podIP is required (the lab assigns the address the manifest says)")?;
     let ip: Ipv4Addr = ip_text
         .parse()
@@ -158,7 +156,7 @@ fn pod_plan(
             "status.podIP {ip} is outside {node_name}'s pod CIDR {cidr}"
         ));
     }
-    if spec.host_network == Some(true) {
+    if pod.host_network {
         return Err("hostNetwork pods are not supported by the lab".into());
     }
     let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -177,7 +175,7 @@ fn pod_plan(
     env.extend(service_env(&key.namespace, services));
     let mut problems = Vec::new();
     let mut containers = Vec::new();
-    for (i, container) in spec.containers.iter().enumerate() {
+    for (i, container) in pod.containers.iter().enumerate() {
         match container_plan(container, &env) {
             Some(c) => containers.push(c),
             None => problems.push(format!(
@@ -191,8 +189,8 @@ fn pod_plan(
         key: key.clone(),
         node,
         ip,
-        service_account: spec
-            .service_account_name
+        service_account: pod
+            .service_account
             .clone()
             .unwrap_or_else(|| "default".into()),
         labels: pod_labels,
@@ -203,16 +201,19 @@ fn pod_plan(
     Ok((plan, problems))
 }
 
-fn container_plan(container: &Container, pod_env: &[(String, String)]) -> Option<ContainerPlan> {
-    let mut argv = container.command.clone().unwrap_or_default();
+fn container_plan(
+    container: &ContainerRecord,
+    pod_env: &[(String, String)],
+) -> Option<ContainerPlan> {
+    let mut argv = container.command.clone();
     if argv.is_empty() {
         return None;
     }
-    argv.extend(container.args.iter().flatten().cloned());
+    argv.extend(container.args.iter().cloned());
     let mut env = pod_env.to_vec();
-    for var in container.env.iter().flatten() {
-        env.retain(|(k, _)| k != &var.name);
-        env.push((var.name.clone(), var.value.clone().unwrap_or_default()));
+    for (name, value) in &container.env {
+        env.retain(|(k, _)| k != name);
+        env.push((name.clone(), value.clone()));
     }
     Some(ContainerPlan {
         name: container.name.clone(),
