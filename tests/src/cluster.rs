@@ -70,6 +70,8 @@ struct RunningPod {
     plan: PodPlan,
     pod: Pod,
     containers: Vec<LabProcess>,
+    /// Containers that did not start, as problems.
+    failures: Vec<String>,
 }
 
 /// What one [`Cluster::reconcile`] did.
@@ -258,6 +260,9 @@ impl Cluster {
             }
         }
         done.added = added;
+        for running in self.pods.values() {
+            problems.extend(running.failures.iter().cloned());
+        }
         done.new_problems = problems
             .iter()
             .filter(|p| !self.problems.contains(p))
@@ -267,6 +272,9 @@ impl Cluster {
         Ok(done)
     }
 
+    /// Creates the sandbox and starts the containers. A container that cannot start is
+    /// a problem of the running pod, not a missing pod: as in Kubernetes, the pod and its
+    /// other containers run.
     async fn start_pod(&self, plan: PodPlan) -> Result<RunningPod> {
         let spec = PodSpec {
             name: plan.key.to_string(),
@@ -278,21 +286,30 @@ impl Cluster {
         };
         let pod = self.lab.add_pod(spec).await?;
         let dir = self.pod_dir(&plan.key);
-        fs::create_dir_all(&dir)?;
         let mut containers = Vec::new();
+        let mut failures = Vec::new();
         for container in &plan.containers {
-            let log = container_log(&dir, &container.name)?;
-            let mut cmd = pod_command(&container.argv, &container.env)?;
-            cmd.stdout(log.try_clone()?).stderr(log);
-            let process = pod
-                .spawn(cmd)
-                .with_context(|| format!("starting container {}", container.name))?;
-            containers.push(process);
+            let started = fs::create_dir_all(&dir)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| container_log(&dir, &container.name))
+                .and_then(|log| {
+                    let mut cmd = pod_command(&container.argv, &container.env)?;
+                    cmd.stdout(log.try_clone()?).stderr(log);
+                    Ok(pod.spawn(cmd)?)
+                });
+            match started {
+                Ok(process) => containers.push(process),
+                Err(e) => failures.push(format!(
+                    "pod {}: container {} ({:?}) did not start: {e:#}",
+                    plan.key, container.name, container.argv
+                )),
+            }
         }
         Ok(RunningPod {
             plan,
             pod,
             containers,
+            failures,
         })
     }
 

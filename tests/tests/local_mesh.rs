@@ -193,6 +193,22 @@ status: {podIP: 10.244.0.12}
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A container whose command does not exist is reported; its pod still runs.
+    std::fs::write(
+        manifests.join("typo.yaml"),
+        "
+apiVersion: v1
+kind: Pod
+metadata: {name: typo, namespace: bookinfo}
+spec:
+  nodeName: node-1
+  containers: [{name: app, image: x, command: [no-such-command-7f3a]}]
+status: {podIP: 10.244.1.40}
+",
+    )?;
+    up.expect("pod started:  bookinfo/typo").await?;
+    up.expect("container app ([\"no-such-command-7f3a\"]) did not start")
+        .await?;
     // A broken manifest is reported and changes nothing.
     std::fs::write(manifests.join("broken.yaml"), "kind: [")?;
     up.expect("problem:").await?;
