@@ -32,6 +32,7 @@ use crate::{Lab, LabConfig, LabProcess, Pod, PodSpec, node_ip};
 
 pub mod plan;
 
+use controller::translate::labels::Labels;
 use plan::{Plan, PodKey, PodPlan};
 
 /// The controller's gRPC port (xDS and the CA), as istiod's.
@@ -100,6 +101,9 @@ pub struct Cluster {
     agents: Vec<LabProcess>,
     ztunnels: Vec<Option<LabProcess>>,
     pods: BTreeMap<PodKey, RunningPod>,
+    /// Every namespace's labels, from the latest plan (the node agents' pod lists carry
+    /// them: enrollment is decided there).
+    namespaces: BTreeMap<String, Labels>,
     problems: Vec<String>,
 }
 
@@ -138,6 +142,7 @@ impl Cluster {
             agents: Vec::new(),
             ztunnels: Vec::new(),
             pods: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             problems: Vec::new(),
             config,
         };
@@ -192,10 +197,12 @@ impl Cluster {
 
     async fn apply_plan(&mut self) -> Result<Reconciled> {
         let Plan {
+            namespaces,
             pods: wanted,
             problems: unrunnable,
-            ..
         } = plan::plan(self.reader.store(), self.config.nodes);
+        let namespaces_changed = namespaces != self.namespaces;
+        self.namespaces = namespaces;
         let mut problems: Vec<String> = self
             .reader
             .store()
@@ -223,7 +230,7 @@ impl Cluster {
         for key in &gone {
             stopping.extend(self.pods.remove(key));
         }
-        if !gone.is_empty() || !done.relabelled.is_empty() {
+        if namespaces_changed || !gone.is_empty() || !done.relabelled.is_empty() {
             self.write_pod_lists()?;
         }
         for running in stopping {
@@ -395,13 +402,16 @@ impl Cluster {
     }
 
     fn write_pod_list(&self, node: usize) -> Result<()> {
-        let namespaces = plan::plan(self.reader.store(), self.config.nodes).namespaces;
         let pods = self
             .pods
             .values()
             .filter(|r| r.plan.node == node)
             .map(|r| (&r.pod, r.plan.key.name.as_str(), &r.plan.labels));
-        write_pod_list(&self.node_dir(node).join("pods.json"), &namespaces, pods)
+        write_pod_list(
+            &self.node_dir(node).join("pods.json"),
+            &self.namespaces,
+            pods,
+        )
     }
 
     // --- the controller ---
@@ -471,6 +481,11 @@ impl Cluster {
 
     pub fn ztunnel_log(&self, node: usize) -> String {
         read_log(&self.node_dir(node).join("ztunnel.log"))
+    }
+
+    /// Whether any node's ztunnel logged a line matching `line`.
+    pub fn ztunnel_logged(&self, line: impl Fn(&str) -> bool) -> bool {
+        (0..self.config.nodes).any(|node| self.ztunnel_log(node).lines().any(&line))
     }
 
     pub fn ztunnel_pid(&self, node: usize) -> Option<u32> {

@@ -16,6 +16,27 @@ pub fn backoff(attempt: u32) -> Duration {
 #[doc(hidden)]
 pub use tokio::time::sleep as __sleep;
 
+/// Waits until the async `check` says true (`Ok(true)`) or `timeout` passes
+/// (`Ok(false)`), re-checking with [`backoff`]; an error from `check` ends the wait.
+pub async fn until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        if check().await? {
+            return Ok(true);
+        }
+        if start.elapsed() >= timeout {
+            return Ok(false);
+        }
+        __sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
 /// Waits until `cond` holds (true) or `timeout` passes (false), re-checking with
 /// [`backoff`]: the non-panicking form, for tools that report instead of failing.
 pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hbone::Identity;
 use lab::cluster::{Cluster, ClusterConfig};
+use lab::eventually::until;
 use lab::{Pod, assert_eventually};
 use libtest_mimic::Trial;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -261,26 +262,20 @@ async fn echo(client: &Pod, addr: SocketAddr) -> Result<()> {
 
 /// Waits until echo from `client` to `addr` fails (true) or keeps working (false).
 async fn becomes_refused(client: &Pod, addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + PROPAGATION;
-    while Instant::now() < deadline {
-        if echo(client, addr).await.is_err() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    until(PROPAGATION, || async {
+        Ok(echo(client, addr).await.is_err())
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Waits until echo from `client` to `addr` works.
 async fn becomes_allowed(client: &Pod, addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + PROPAGATION;
-    while Instant::now() < deadline {
-        if echo(client, addr).await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    until(PROPAGATION, || async {
+        Ok(echo(client, addr).await.is_ok())
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn app_addr(pod: &Pod) -> SocketAddr {

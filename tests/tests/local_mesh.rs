@@ -117,12 +117,7 @@ async fn up_exec_ctrl_c() -> Result<()> {
     let root = scratch("up");
     let manifests = root.join("manifests");
     let work = root.join("work");
-    std::fs::create_dir_all(&manifests)?;
-    let bookinfo = lab::cli::tour::bookinfo();
-    for file in std::fs::read_dir(&bookinfo)? {
-        let file = file?;
-        std::fs::copy(file.path(), manifests.join(file.file_name()))?;
-    }
+    lab::cli::tour::copy_dir(&lab::cli::tour::bookinfo(), &manifests)?;
     let mut up = Up::start(&manifests, &work)?;
     up.expect("local mesh is up").await?;
     up.expect("Ctrl-C stops everything").await?;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::cluster::{Cluster, ClusterConfig};
+use crate::eventually::until;
 
 const NS: &str = "bookinfo";
 const CLIENT: &str = "curl";
@@ -109,12 +110,8 @@ async fn walk(cluster: &Cluster, manifests: &Path) -> Result<()> {
         ("bookinfo-reviews", "ratings"),
     ] {
         let src = format!("src.identity=spiffe://cluster.local/ns/{NS}/sa/{src}");
-        let logged = (0..cluster.config().nodes).any(|node| {
-            cluster
-                .ztunnel_log(node)
-                .lines()
-                .any(|l| l.contains("inbound connection closed") && l.contains(&src))
-        });
+        let logged =
+            cluster.ztunnel_logged(|l| l.contains("inbound connection closed") && l.contains(&src));
         ensure!(logged, "no ztunnel logged a tunnel from {src} (to {dst})");
         println!("      {dst} received {src}");
     }
@@ -140,12 +137,8 @@ async fn walk(cluster: &Cluster, manifests: &Path) -> Result<()> {
     );
     let elapsed = written.elapsed();
     let why = "policy=bookinfo/ratings-from-reviews-only";
-    let logged = (0..cluster.config().nodes).any(|node| {
-        cluster
-            .ztunnel_log(node)
-            .lines()
-            .any(|l| l.contains("denied by authorization policy") && l.contains(why))
-    });
+    let logged =
+        cluster.ztunnel_logged(|l| l.contains("denied by authorization policy") && l.contains(why));
     ensure!(
         logged,
         "curl -> ratings failed, but no ztunnel logged a denial by {why}"
@@ -153,26 +146,21 @@ async fn walk(cluster: &Cluster, manifests: &Path) -> Result<()> {
     ok(&format!(
         "curl -> ratings is refused by ratings' ztunnel ({elapsed:.1?} after the edit)"
     ));
-    let summary = page(cluster).await?;
-    ensure!(
-        !summary.contains("ratings(error"),
-        "reviews lost ratings too: {summary}"
-    );
-    if summary.contains("ratings(") {
-        ok(&format!("reviews -> ratings still works: {summary}"));
-    } else {
-        // reviews-v1 does not call ratings; ask again for v2.
-        let mut seen = false;
-        for _ in 0..10 {
-            let summary = page(cluster).await?;
-            if summary.contains("ratings(") {
-                ok(&format!("reviews -> ratings still works: {summary}"));
-                seen = true;
-                break;
-            }
+    // reviews-v1 does not call ratings: ask until reviews-v2 answers.
+    let mut through_ratings = None;
+    for _ in 0..11 {
+        let summary = page(cluster).await?;
+        ensure!(
+            !summary.contains("ratings(error"),
+            "reviews lost ratings too: {summary}"
+        );
+        if summary.contains("ratings(") {
+            through_ratings = Some(summary);
+            break;
         }
-        ensure!(seen, "reviews-v2 never showed ratings under the policy");
     }
+    let summary = through_ratings.context("reviews-v2 never showed ratings under the policy")?;
+    ok(&format!("reviews -> ratings still works: {summary}"));
 
     step("remove the policy");
     std::fs::remove_file(&policy)?;
@@ -218,22 +206,6 @@ async fn fetch(cluster: &Cluster, url: &str) -> Result<crate::cluster::ExecOutpu
         .await
 }
 
-/// Re-checks `check` until it says true (`Ok(true)`) or `bound` passes (`Ok(false)`).
-async fn until<F, Fut>(bound: Duration, mut check: F) -> Result<bool>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < bound {
-        if check().await? {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(false)
-}
-
 fn step(what: &str) {
     println!("\n==> {what}");
 }
@@ -242,7 +214,8 @@ fn ok(what: &str) {
     println!("  ok {what}");
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+/// Copies a directory tree (the manifests a tour or test may then edit).
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
