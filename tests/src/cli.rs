@@ -32,6 +32,15 @@ the CA state and the session `lab exec` uses. Needs root, or unprivileged user
 namespaces (then `lab` enters one itself).
 ";
 
+/// The command line was wrong: exit status 2, with the usage.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}\n\n{USAGE}")]
+struct UsageError(String);
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
 /// The `lab` binary's `main`.
 pub fn main() -> ExitCode {
     if let Some(code) = crate::mesh::dispatch() {
@@ -42,7 +51,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lab: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -103,13 +116,16 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
-    let flags = parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
+    let flags = parse(rest).map_err(|e| usage(format!("{e:#}")))?;
     match command.as_str() {
         "exec" => {
             // Before anything starts a thread: joining a user namespace needs one thread.
             let [pod] = flags.positional.as_slice() else {
-                bail!("lab exec takes one POD, then -- COMMAND\n\n{USAGE}");
+                return Err(usage("lab exec takes one POD, then -- COMMAND"));
             };
+            if flags.command.is_empty() {
+                return Err(usage("nothing to run: lab exec POD -- COMMAND [ARGS...]"));
+            }
             exec::exec(&flags.work_dir, pod, &flags.command)?;
             unreachable!("exec returns only on failure");
         }
@@ -117,7 +133,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let manifests = match flags.positional.as_slice() {
                 [] => tour::bookinfo(),
                 [dir] => PathBuf::from(dir),
-                _ => bail!("lab up takes one manifest directory\n\n{USAGE}"),
+                _ => return Err(usage("lab up takes one manifest directory")),
             };
             let manifests = manifests
                 .canonicalize()
@@ -132,7 +148,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let work_dir = flags.work_dir.join("tour");
             block_on(tour::tour(&work_dir))
         }
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+        other => Err(usage(format!("unknown command {other:?}"))),
     }
 }
 

@@ -147,6 +147,13 @@ async fn up_exec_ctrl_c() -> Result<()> {
         page.status,
         String::from_utf8_lossy(&page.stderr)
     );
+    for wrong in [&["bogus"][..], &["exec", "curl"], &["up", "--nodes", "0"]] {
+        let status = Command::new(LAB).args(wrong).output()?.status;
+        ensure!(
+            status.code() == Some(2),
+            "lab {wrong:?} exited {status}, not 2 (usage)"
+        );
+    }
     let unknown = exec(&work, "nope", &["true"])?;
     ensure!(
         !unknown.status.success(),
