@@ -21,7 +21,7 @@
 //! quick), `BENCH_CHANGES` (one-pod changes per run and size; default 30, 5 when quick),
 //! `BENCH_WORKERS` (the in-process runtime's threads; default one per CPU).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -43,7 +43,7 @@ use controller::source::SourceEvent;
 use controller::source::dir::{DirectoryState, read_changes};
 use controller::store::Store;
 use controller::translate::{MeshOptions, translate};
-use controller::xds::{Scope, Snapshot, diff_since};
+use controller::xds::{Held, Scope, Snapshot, diff_since};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -427,10 +427,10 @@ fn breakdown(work: &Work, mesh: &Mesh, plan: &Plan) -> Result<BTreeMap<Figure, f
         "the pipeline's snapshot differs from a full translation's"
     );
     // What a wildcard client holds.
-    let mut held: HashMap<String, String> = snapshot
+    let mut held: Held = snapshot
         .resources(api::ADDRESS_TYPE_URL)
         .iter()
-        .map(|(name, entry)| (name.to_owned(), entry.version.clone()))
+        .map(|(name, entry)| (Arc::from(name), Some(entry.version)))
         .collect();
     let mut times: BTreeMap<Figure, Vec<f64>> = BTreeMap::new();
     let mut time = |figure: Figure, started: Instant| {
@@ -449,7 +449,7 @@ fn breakdown(work: &Work, mesh: &Mesh, plan: &Plan) -> Result<BTreeMap<Figure, f
         let events = state.reconcile();
         time(Figure::SourceScan, started);
         ensure!(
-            matches!(events.as_slice(), [SourceEvent::Applied(p)] if p.key.name == manifests::CHURN_POD.1),
+            matches!(events.as_slice(), [SourceEvent::Applied(p)] if *p.key.name == *manifests::CHURN_POD.1),
             "expected the churn pod alone, got {} events",
             events.len()
         );
@@ -470,13 +470,13 @@ fn breakdown(work: &Work, mesh: &Mesh, plan: &Plan) -> Result<BTreeMap<Figure, f
         ensure!(
             update.removed.is_empty()
                 && update.changed.len() == 1
-                && update.changed[0].0 == CHURN_UID,
+                && *update.changed[0].0 == *CHURN_UID,
             "diff: {} changed, {} removed",
             update.changed.len(),
             update.removed.len()
         );
         for (name, entry) in update.changed {
-            held.insert(name, entry.version.clone());
+            held.insert(name, Some(entry.version));
         }
         snapshot = next;
 

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod ca;
 pub mod manifest;
+pub mod memory;
 pub mod pipeline;
 pub mod resource;
 pub mod serve;

@@ -15,7 +15,8 @@ use crate::validate;
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
-    pub file: PathBuf,
+    /// Shared by every object of the file.
+    pub file: Arc<Path>,
     /// 1-based index of the YAML document in the file.
     pub document: usize,
 }
@@ -80,9 +81,10 @@ pub struct FileContents {
 /// Parses every document of `text` (the contents of `file`).
 pub fn parse_file(file: &Path, text: &str) -> FileContents {
     let mut out = FileContents::default();
+    let shared: Arc<Path> = Arc::from(file);
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let origin = Origin {
-            file: file.to_owned(),
+            file: shared.clone(),
             document: index + 1,
         };
         let value = match Value::deserialize(document) {
@@ -118,7 +120,7 @@ type Rejection = (Option<ResourceKey>, Vec<ConfigError>);
 
 fn parse_object(value: Value, origin: &Origin) -> Result<Parsed, Rejection> {
     let error = |object: Option<String>, field: Option<&str>, message: String| ConfigError {
-        file: origin.file.clone(),
+        file: origin.file.to_path_buf(),
         document: Some(origin.document),
         object,
         field: field.map(str::to_owned),
@@ -174,13 +176,9 @@ fn parse_object(value: Value, origin: &Origin) -> Result<Parsed, Rejection> {
     let namespace = kind
         .namespaced()
         .then(|| metadata_text(map, "namespace").unwrap_or_else(|| "default".to_owned()));
-    let key = ResourceKey {
-        kind,
-        namespace,
-        name,
-    };
+    let key = ResourceKey::new(kind, namespace.as_deref(), &name);
     let object = Some(key.to_string());
-    let mut resource = match typed(kind, value) {
+    let mut resource = match typed(kind, &value) {
         Ok(r) => r,
         Err((field, message)) => {
             let field = (!field.is_empty() && field != ".").then_some(field);
@@ -197,10 +195,7 @@ fn parse_object(value: Value, origin: &Origin) -> Result<Parsed, Rejection> {
     }
     if let Some(ns) = &key.namespace {
         // Downstream code reads the namespace from the object: make the default explicit.
-        resource
-            .metadata_mut()
-            .namespace
-            .get_or_insert_with(|| ns.clone());
+        resource.default_namespace(ns);
     }
     Ok(Parsed {
         key,
@@ -218,8 +213,11 @@ fn metadata_text(map: &serde_yaml_ng::Mapping, field: &str) -> Option<String> {
 }
 
 /// Deserializes `value` as `kind`; on failure, the path of the offending field and why.
-fn typed(kind: Kind, value: Value) -> Result<Resource, (String, String)> {
-    fn de<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+fn typed(kind: Kind, value: &Value) -> Result<Resource, (String, String)> {
+    // From a reference, so strings are copied at their length: taking the YAML parser's
+    // buffers over would keep their spare capacity (about 2 KiB per pod) for as long as
+    // the object lives.
+    fn de<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
         serde_path_to_error::deserialize(value)
             .map_err(|e| (e.path().to_string(), e.into_inner().to_string()))
     }

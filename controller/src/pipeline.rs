@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::ca::{IdentityAuthorizer, SpiffeId};
 use crate::manifest::ConfigError;
+use crate::resource::intern::Pool;
 use crate::resource::{Kind, Resource, ResourceKey};
 use crate::source::SourceEvent;
 use crate::store::Store;
@@ -60,14 +61,17 @@ impl NodeIdentities {
     }
 }
 
-/// The node a workload runs on and its identity, if it has both.
-fn node_identity(w: &Workload) -> Option<(String, SpiffeId)> {
-    if w.node.is_empty() {
-        return None;
-    }
+/// The node a workload runs on and its identity, if it has both. Both are shared: the
+/// pods of a node name the same node, those of a service account the same identity.
+fn node_identity(
+    w: &Workload,
+    node: Option<&Arc<str>>,
+    ids: &Pool<SpiffeId>,
+) -> Option<(Arc<str>, Arc<SpiffeId>)> {
+    let node = node.filter(|n| !n.is_empty())?;
     // Translation only emits valid names, so this cannot fail; skip rather than panic.
     let id = SpiffeId::new(&w.trust_domain, &w.namespace, &w.service_account).ok()?;
-    Some((w.node.clone(), id))
+    Some((node.clone(), ids.value(id)))
 }
 
 /// Everything derived from one version of the store.
@@ -98,12 +102,12 @@ impl Published {
             ..Translation::default()
         };
         for (name, entry) in self.snapshot.resources(api::ADDRESS_TYPE_URL).iter() {
-            if let Ok(address) = Address::decode(entry.resource.value.as_slice()) {
+            if let Ok(address) = Address::decode(entry.value.as_slice()) {
                 out.addresses.insert(name.to_owned(), address);
             }
         }
         for (name, entry) in self.snapshot.resources(api::AUTHORIZATION_TYPE_URL).iter() {
-            if let Ok(policy) = Authorization::decode(entry.resource.value.as_slice()) {
+            if let Ok(policy) = Authorization::decode(entry.value.as_slice()) {
                 out.authorizations.insert(name.to_owned(), policy);
             }
         }
@@ -288,7 +292,9 @@ pub struct Translator {
     /// from the last time the context changed.
     rest: Option<Rest>,
     /// How many workloads on each node have each identity.
-    identity_counts: BTreeMap<String, BTreeMap<SpiffeId, usize>>,
+    identity_counts: BTreeMap<Arc<str>, BTreeMap<Arc<SpiffeId>, usize>>,
+    /// One copy of each identity.
+    ids: Pool<SpiffeId>,
     /// The identities of each node as last published: only the sets of nodes whose
     /// workloads changed are built again.
     identities: BTreeMap<String, Arc<BTreeSet<SpiffeId>>>,
@@ -306,7 +312,7 @@ struct CachedPod {
 struct CachedWorkload {
     name: Arc<str>,
     entry: Arc<Entry>,
-    identity: Option<(String, SpiffeId)>,
+    identity: Option<(Arc<str>, Arc<SpiffeId>)>,
 }
 
 #[derive(Debug)]
@@ -354,6 +360,8 @@ pub struct Translated {
     pub identities: NodeIdentities,
     /// Translation warnings (see [`Translation::problems`]).
     pub problems: Vec<ConfigError>,
+    /// How many pods were translated (the others kept their cached result).
+    pub translated_pods: usize,
 }
 
 impl Translator {
@@ -364,6 +372,7 @@ impl Translator {
             pods: Vec::new(),
             rest: None,
             identity_counts: BTreeMap::new(),
+            ids: Pool::default(),
             identities: BTreeMap::new(),
         }
     }
@@ -383,6 +392,7 @@ impl Translator {
             rest,
             identity_counts,
             identities,
+            ids,
             ..
         } = self;
         // Built only when something is to be translated.
@@ -400,6 +410,7 @@ impl Translator {
         // The cache is in store order too: walk both together.
         let mut old = std::mem::take(pods).into_iter().peekable();
         let mut kept = Vec::with_capacity(old.len());
+        let mut translated_pods = 0;
         for parsed in store.of_kind(Kind::Pod) {
             let Resource::Pod(pod) = parsed.resource.as_ref() else {
                 continue;
@@ -415,9 +426,11 @@ impl Translator {
                         Some(c) => (c.key, c.workload),
                         None => (parsed.key.clone(), None),
                     };
+                    translated_pods += 1;
                     let cx = cx.get_or_insert_with(|| Context::new(store, options));
                     let workload = cx.workload(pod).map(|w| {
-                        let (identity, name) = (node_identity(&w), w.uid.clone());
+                        let identity = node_identity(&w, pod.node_name.as_ref(), ids);
+                        let name = w.uid.clone();
                         let entry = Entry::new(any(api::ADDRESS_TYPE_URL, &address_of(w)));
                         // An unchanged result keeps its entry: streams compare by pointer.
                         match &earlier {
@@ -452,8 +465,11 @@ impl Translator {
         *pods = kept;
         for node in std::mem::take(&mut counts.touched) {
             match counts.counts.get(&node) {
-                Some(ids) => identities.insert(node, Arc::new(ids.keys().cloned().collect())),
-                None => identities.remove(&node),
+                Some(ids) => identities.insert(
+                    node.to_string(),
+                    Arc::new(ids.keys().map(|id| SpiffeId::clone(id)).collect()),
+                ),
+                None => identities.remove(&*node),
             };
         }
         let rest = rest.as_ref().expect("built above when missing");
@@ -464,14 +480,15 @@ impl Translator {
             snapshot: builder.build(),
             identities: NodeIdentities(identities.clone()),
             problems: rest.problems.clone(),
+            translated_pods,
         }
     }
 }
 
 /// The identities of the workloads on each node, counted, and the nodes whose set changed.
 struct IdentityCounts<'a> {
-    counts: &'a mut BTreeMap<String, BTreeMap<SpiffeId, usize>>,
-    touched: BTreeSet<String>,
+    counts: &'a mut BTreeMap<Arc<str>, BTreeMap<Arc<SpiffeId>, usize>>,
+    touched: BTreeSet<Arc<str>>,
 }
 
 impl IdentityCounts<'_> {
@@ -515,6 +532,8 @@ fn address_of(workload: Workload) -> Address {
 
 fn publish(store: &Store, translator: &mut Translator, generation: u64, outputs: &Outputs) {
     let translated = translator.translate(store, outputs.snapshots.borrow().clone());
+    // Translating every pod again is megabytes of garbage at a large mesh.
+    crate::memory::after_burst(translated.translated_pods);
     let snapshot = Arc::new(translated.snapshot);
     let translation_problems = translated.problems.len();
     let problems: Vec<ConfigError> = store

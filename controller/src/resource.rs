@@ -1,6 +1,7 @@
 //! The kinds of object the controller reads, and how each is identified.
 
 use std::fmt;
+use std::sync::Arc;
 
 use api::config::{
     AuthorizationPolicy, DestinationRule, Gateway, PeerAuthentication, RequestAuthentication,
@@ -9,9 +10,10 @@ use api::config::{
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub mod intern;
 pub mod pod;
 
-pub use pod::{ContainerRecord, PodRecord};
+pub use pod::{ContainerRecord, Labels, Owner, PodRecord, PortRecord};
 
 /// A kind of object we understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -137,12 +139,25 @@ impl Kind {
     }
 }
 
-/// Identifies an object: kind, namespace (for namespaced kinds) and name.
+/// Identifies an object: kind, namespace (for namespaced kinds) and name. Every map of
+/// objects (each file's, the store, the translator's cache) keys on it: its strings are
+/// shared, so a copy allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct ResourceKey {
     pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
+    pub namespace: Option<Arc<str>>,
+    pub name: Arc<str>,
+}
+
+impl ResourceKey {
+    pub fn new(kind: Kind, namespace: Option<&str>, name: &str) -> Self {
+        ResourceKey {
+            kind,
+            // Namespaces repeat: one copy of each.
+            namespace: namespace.map(pod::shared_name),
+            name: Arc::from(name),
+        }
+    }
 }
 
 impl fmt::Display for ResourceKey {
@@ -186,10 +201,12 @@ impl Resource {
         }
     }
 
-    pub fn metadata(&self) -> &ObjectMeta {
-        match self {
+    /// The metadata of the kinds kept whole; a pod keeps only the fields of
+    /// [`PodRecord`] (see [`Resource::namespace`] and [`Resource::labels`]).
+    pub fn metadata(&self) -> Option<&ObjectMeta> {
+        Some(match self {
             Resource::Namespace(o) => &o.metadata,
-            Resource::Pod(o) => &o.metadata,
+            Resource::Pod(_) => return None,
             Resource::Service(o) => &o.metadata,
             Resource::ServiceAccount(o) => &o.metadata,
             Resource::PeerAuthentication(o) => &o.metadata,
@@ -198,13 +215,37 @@ impl Resource {
             Resource::VirtualService(o) => &o.metadata,
             Resource::DestinationRule(o) => &o.metadata,
             Resource::Gateway(o) => &o.metadata,
+        })
+    }
+
+    /// `metadata.namespace`, if the object has one.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Resource::Pod(pod) => Some(&pod.namespace)
+                .filter(|ns| !ns.is_empty())
+                .map(|ns| &**ns),
+            other => other.metadata().and_then(|m| m.namespace.as_deref()),
         }
     }
 
-    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+    /// `metadata.labels`, if the object has any.
+    pub fn labels(&self) -> Option<&Labels> {
         match self {
+            Resource::Pod(pod) => Some(&pod.labels),
+            other => other.metadata().and_then(|m| m.labels.as_ref()),
+        }
+    }
+
+    /// Fills in the namespace of an object whose manifest left it out.
+    pub fn default_namespace(&mut self, namespace: &str) {
+        let meta = match self {
+            Resource::Pod(pod) => {
+                if pod.namespace.is_empty() {
+                    pod.namespace = pod::shared_name(namespace);
+                }
+                return;
+            }
             Resource::Namespace(o) => &mut o.metadata,
-            Resource::Pod(o) => &mut o.metadata,
             Resource::Service(o) => &mut o.metadata,
             Resource::ServiceAccount(o) => &mut o.metadata,
             Resource::PeerAuthentication(o) => &mut o.metadata,
@@ -213,6 +254,7 @@ impl Resource {
             Resource::VirtualService(o) => &mut o.metadata,
             Resource::DestinationRule(o) => &mut o.metadata,
             Resource::Gateway(o) => &mut o.metadata,
-        }
+        };
+        meta.namespace.get_or_insert_with(|| namespace.to_owned());
     }
 }

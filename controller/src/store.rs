@@ -51,7 +51,7 @@ impl Store {
                 ResourceKey {
                     kind,
                     namespace: None,
-                    name: String::new(),
+                    name: Arc::from(""),
                 }..,
             )
             .take_while(move |(k, _)| k.kind == kind)

@@ -104,7 +104,7 @@ impl<'s> Context<'s> {
         let namespaces = store
             .of_kind(Kind::Namespace)
             .filter_map(|p| match p.resource.as_ref() {
-                Resource::Namespace(ns) => Some((p.key.name.as_str(), ns.as_ref())),
+                Resource::Namespace(ns) => Some((&*p.key.name, ns.as_ref())),
                 _ => None,
             })
             .collect();

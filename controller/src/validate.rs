@@ -46,7 +46,7 @@ pub fn resource(resource: &Resource) -> Vec<Problem> {
         Resource::DestinationRule(o) => return istio(o.validate()),
         Resource::Gateway(o) => return istio(o.validate()),
     }
-    metadata(resource.metadata(), &mut out);
+    metadata(resource, &mut out);
     out
 }
 
@@ -57,13 +57,17 @@ fn istio(errors: Vec<api::config::FieldError>) -> Vec<Problem> {
         .collect()
 }
 
-fn metadata(meta: &ObjectMeta, out: &mut Vec<Problem>) {
-    if let Some(ns) = &meta.namespace
+fn metadata(resource: &Resource, out: &mut Vec<Problem>) {
+    if let Some(ns) = resource.namespace()
         && let Err(e) = dns1123_label(ns)
     {
         out.push(Problem::new("metadata.namespace", e));
     }
-    labels(meta.labels.iter().flatten(), "metadata.labels", out);
+    labels(
+        resource.labels().into_iter().flatten(),
+        "metadata.labels",
+        out,
+    );
 }
 
 /// Checks label keys and values (also used for selectors).
@@ -89,7 +93,12 @@ fn labels<'a>(
 }
 
 fn name(meta: &ObjectMeta, label: bool, out: &mut Vec<Problem>) {
-    let Some(name) = &meta.name else { return };
+    if let Some(name) = &meta.name {
+        object_name(name, label, out);
+    }
+}
+
+fn object_name(name: &str, label: bool, out: &mut Vec<Problem>) {
     let checked = if label {
         dns1123_label(name)
     } else {
@@ -109,7 +118,7 @@ fn service_account(sa: &ServiceAccount, out: &mut Vec<Problem>) {
 }
 
 fn pod(pod: &PodRecord, out: &mut Vec<Problem>) {
-    name(&pod.metadata, false, out);
+    object_name(&pod.name, false, out);
     if let Some(sa) = &pod.service_account
         && let Err(e) = dns1123_subdomain(sa)
     {

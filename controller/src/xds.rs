@@ -15,7 +15,8 @@ mod subscription;
 
 pub use server::{SERVED_TYPE_URLS, XdsServer};
 pub use snapshot::{
-    Diff, Entry, Resources, Scope, Snapshot, SnapshotBuilder, content_version, diff, diff_since,
+    Diff, Entry, Held, Resources, Scope, Snapshot, SnapshotBuilder, Version, content_version, diff,
+    diff_since,
 };
 pub use status::{Nack, ProxyStatus, TypeStatus};
 

@@ -31,24 +31,7 @@ pub async fn trim_after_traffic(mut shutdown: watch::Receiver<bool>) {
         let now = CLOSED.load(Ordering::Relaxed);
         if now != seen {
             seen = now;
-            release_free_heap();
+            runtime::release_free_heap();
         }
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_free_heap() {
-    unsafe extern "C" {
-        /// glibc: returns free memory at the top of the heap and unused whole pages inside
-        /// it; safe to call at any time from any thread.
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: malloc_trim takes no pointers and is thread-safe in glibc.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_heap() {}

@@ -75,10 +75,7 @@ fn reads_every_document_of_a_file() {
 fn a_missing_namespace_is_default_and_written_into_the_object() {
     let c = parse("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\n");
     assert_eq!(c.objects[0].key.namespace.as_deref(), Some("default"));
-    assert_eq!(
-        c.objects[0].resource.metadata().namespace.as_deref(),
-        Some("default")
-    );
+    assert_eq!(c.objects[0].resource.namespace(), Some("default"));
     assert_eq!(c.objects[0].key.kind, Kind::ServiceAccount);
 }
 

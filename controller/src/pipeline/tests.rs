@@ -280,9 +280,10 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         let fresh =
             Translator::new(options.clone()).translate(store, Arc::new(Snapshot::default()));
         assert_eq!(translated.identities, fresh.identities, "{what}");
+        let pods = translated.translated_pods;
         let next = Arc::new(translated.snapshot);
         let kept = std::mem::replace(&mut previous, next.clone());
-        (kept, next, translated.identities)
+        (kept, next, translated.identities, pods)
     };
     let apply = |store: &mut Store, text: &str| {
         for parsed in objects(text) {
@@ -301,11 +302,12 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
     apply(&mut store, SERVICE);
     apply(&mut store, &labelled_pod("a", "10.244.0.5", "v1"));
     apply(&mut store, &labelled_pod("b", "10.244.0.6", "v1"));
-    step(&store, "initial");
+    assert_eq!(step(&store, "initial").3, 2);
 
-    // One pod changes: only its entry is new.
+    // One pod changes: only it is translated, and only its entry is new.
     apply(&mut store, &labelled_pod("a", "10.244.0.5", "v2"));
-    let (before, after, _) = step(&store, "a pod's label");
+    let (before, after, _, translated) = step(&store, "a pod's label");
+    assert_eq!(translated, 1);
     assert!(!Arc::ptr_eq(&entry(&before, a), &entry(&after, a)));
     assert!(Arc::ptr_eq(&entry(&before, b), &entry(&after, b)));
 
@@ -315,7 +317,8 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         &mut store,
         &SERVICE.replace("targetPort: http", "targetPort: 9090"),
     );
-    let (before, after, _) = step(&store, "the service");
+    let (before, after, _, translated) = step(&store, "the service");
+    assert_eq!(translated, 2, "every pod");
     assert!(
         !Arc::ptr_eq(&entry(&before, b), &entry(&after, b)),
         "ports changed"
@@ -332,7 +335,7 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         &mut store,
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web, namespace: demo}\n",
     );
-    let (before, after, _) = step(&store, "an unrelated object");
+    let (before, after, _, _) = step(&store, "an unrelated object");
     assert!(Arc::ptr_eq(&entry(&before, a), &entry(&after, a)));
 
     // A pod moves to another node: its node may no longer sign for it.
@@ -340,7 +343,7 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         &mut store,
         &labelled_pod("a", "10.244.0.5", "v2").replace("node-0", "node-1"),
     );
-    let (_, _, moved) = step(&store, "a pod on another node");
+    let (_, _, moved, _) = step(&store, "a pod on another node");
     let web = SpiffeId::new("cluster.local", "demo", "web").unwrap();
     assert!(moved.may_sign("node-1", &web));
     assert!(moved.may_sign("node-0", &web), "b is still there");
@@ -354,7 +357,7 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         &mut store,
         "apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: demo}\nspec: {containers: [{name: app, image: x}]}\n",
     );
-    let (_, after, gone) = step(&store, "a pod deleted, one pending");
+    let (_, after, gone, _) = step(&store, "a pod deleted, one pending");
     assert!(after.resources(api::ADDRESS_TYPE_URL).get(b).is_none());
     assert!(
         !gone.may_sign("node-0", &web),

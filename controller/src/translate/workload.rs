@@ -8,13 +8,12 @@ use api::workload::{
     NetworkMode, PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::MeshOptions;
 use super::authorization::TranslatedPolicy;
 use super::labels::{self, Labels};
 use super::service::{ServiceIndex, ip_bytes, services_of};
-use crate::resource::PodRecord;
+use crate::resource::{Owner, PodRecord};
 
 /// What every pod's translation looks up.
 #[derive(Debug)]
@@ -40,10 +39,10 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         }
     }
 
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.name.clone();
+    let namespace = pod.namespace.to_string();
     let empty = Labels::new();
-    let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let pod_labels = &*pod.labels;
     let namespace_labels = cx
         .namespaces
         .get(namespace.as_str())
@@ -75,10 +74,11 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         trust_domain: cx.options.trust_domain.clone(),
         service_account: pod
             .service_account
-            .clone()
+            .as_deref()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".into()),
-        node: pod.node_name.clone().unwrap_or_default(),
+            .unwrap_or("default")
+            .to_owned(),
+        node: pod.node_name.as_deref().unwrap_or_default().to_owned(),
         canonical_name: labels::canonical_name(pod_labels, &workload_name),
         canonical_revision: labels::canonical_revision(pod_labels),
         workload_type: workload_type as i32,
@@ -113,14 +113,8 @@ pub fn health(pod: &PodRecord) -> WorkloadStatus {
 /// The workload a pod belongs to, for telemetry (`destination_workload`): its
 /// Deployment, Job or CronJob when the owner chain says so, else the pod itself.
 pub fn workload_name_and_type(pod: &PodRecord) -> (String, WorkloadType) {
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
-    // The managing controller; hand-written manifests may leave `controller` out.
-    let Some(owner) = owners
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .or_else(|| owners.first())
-    else {
+    let pod_name = pod.name.clone();
+    let Some(owner) = &pod.owner else {
         return (pod_name, WorkloadType::Pod);
     };
     match owner.kind.as_str() {
@@ -138,8 +132,8 @@ pub fn workload_name_and_type(pod: &PodRecord) -> (String, WorkloadType) {
 
 /// A Deployment names its ReplicaSets `{deployment}-{pod-template-hash}`; a ReplicaSet
 /// without that shape is not a Deployment's.
-fn deployment_name(pod: &PodRecord, owner: &OwnerReference) -> Option<String> {
-    let hash = pod.metadata.labels.as_ref()?.get("pod-template-hash")?;
+fn deployment_name(pod: &PodRecord, owner: &Owner) -> Option<String> {
+    let hash = pod.labels.get("pod-template-hash")?;
     let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
     (!hash.is_empty() && !name.is_empty()).then(|| name.to_owned())
 }

@@ -5,16 +5,48 @@
 //! reconnects with `initial_resource_versions` is sent only what really changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use api::prost_types::Any;
 use sha2::{Digest, Sha256};
 
+use crate::resource::intern::Pool;
+
 /// One resource as sent on the wire, with its content version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub version: String,
-    pub resource: Any,
+    pub version: Version,
+    /// The payload's type URL, one copy shared by every entry of the type.
+    type_url: Arc<str>,
+    /// The encoded payload.
+    pub value: Vec<u8>,
+}
+
+/// Type URLs: a handful of distinct strings, each repeated by thousands of entries.
+static TYPE_URLS: LazyLock<Pool<str>> = LazyLock::new(Pool::default);
+
+/// A resource's content version: the first 8 bytes of SHA-256 over its type URL and
+/// bytes, sent as 16 hex digits. Kept as a number: every stream records the version of
+/// every resource its client holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(u64);
+
+impl Version {
+    /// Reads a version as [`Display`](fmt::Display) writes it; `None` for anything else
+    /// (a version some other server gave the client).
+    pub fn parse(text: &str) -> Option<Version> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(Version)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 impl Entry {
@@ -22,20 +54,31 @@ impl Entry {
     pub fn new(resource: Any) -> Self {
         Entry {
             version: content_version(&resource),
-            resource,
+            type_url: TYPE_URLS.str(&resource.type_url),
+            value: resource.value,
+        }
+    }
+
+    /// The payload as sent.
+    pub fn to_any(&self) -> Any {
+        Any {
+            type_url: self.type_url.to_string(),
+            value: self.value.clone(),
         }
     }
 }
 
-/// Hex of the first 8 bytes of SHA-256 over the payload's type URL and bytes: stable across
-/// processes, and equal only for equal content (up to a 64-bit collision).
-pub fn content_version(any: &Any) -> String {
+/// The version of a payload: stable across processes, and equal only for equal content
+/// (up to a 64-bit collision).
+pub fn content_version(any: &Any) -> Version {
     let mut hasher = Sha256::new();
     hasher.update(any.type_url.as_bytes());
     hasher.update([0]);
     hasher.update(&any.value);
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    Version(u64::from_be_bytes(first))
 }
 
 /// All resources of one type, by name. Shared between snapshots when unchanged, so a stream
@@ -177,7 +220,7 @@ impl SnapshotBuilder {
                 for part in [
                     type_url.as_bytes(),
                     name.as_bytes(),
-                    entry.version.as_bytes(),
+                    &entry.version.0.to_be_bytes(),
                 ] {
                     hasher.update((part.len() as u64).to_be_bytes());
                     hasher.update(part);
@@ -217,13 +260,17 @@ pub enum Scope<'a> {
     Names(&'a BTreeSet<String>),
 }
 
+/// What a client holds, name -> version (`None`: a version this server did not give, so
+/// whatever it is, it is not the current one). Names are shared with the snapshots.
+pub type Held = HashMap<Arc<str>, Option<Version>>;
+
 /// What to send a client so it holds the snapshot's versions of its subscribed resources.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Diff {
     /// Added or changed, in name order.
-    pub changed: Vec<(String, Arc<Entry>)>,
+    pub changed: Vec<(Arc<str>, Arc<Entry>)>,
     /// Held by the client but gone from the snapshot, in name order.
-    pub removed: Vec<String>,
+    pub removed: Vec<Arc<str>>,
 }
 
 impl Diff {
@@ -234,20 +281,16 @@ impl Diff {
 
 /// Compares what the client holds (name → version) with `resources`, within `scope`.
 /// Held names outside the scope are left alone: the client drops what it unsubscribes.
-pub fn diff(held: &HashMap<String, String>, resources: &Resources, scope: Scope<'_>) -> Diff {
+pub fn diff(held: &Held, resources: &Resources, scope: Scope<'_>) -> Diff {
     let mut out = Diff::default();
-    let consider = |name: &str, out: &mut Diff| match (resources.get(name), held.get(name)) {
-        (Some(entry), Some(version)) if *version == entry.version => {}
-        (Some(entry), _) => out.changed.push((name.to_owned(), entry.clone())),
-        (None, Some(_)) => out.removed.push(name.to_owned()),
-        (None, None) => {}
-    };
     match scope {
         Scope::All => {
-            for (name, _) in resources.iter() {
-                consider(name, &mut out);
+            for (name, entry) in &resources.by_name {
+                if held.get(name) != Some(&Some(entry.version)) {
+                    out.changed.push((name.clone(), entry.clone()));
+                }
             }
-            let mut gone: Vec<String> = held
+            let mut gone: Vec<Arc<str>> = held
                 .keys()
                 .filter(|n| resources.get(n).is_none())
                 .cloned()
@@ -257,7 +300,15 @@ pub fn diff(held: &HashMap<String, String>, resources: &Resources, scope: Scope<
         }
         Scope::Names(names) => {
             for name in names {
-                consider(name, &mut out);
+                match (
+                    resources.by_name.get_key_value(name.as_str()),
+                    held.get_key_value(name.as_str()),
+                ) {
+                    (Some((_, entry)), Some((_, version))) if *version == Some(entry.version) => {}
+                    (Some((name, entry)), _) => out.changed.push((name.clone(), entry.clone())),
+                    (None, Some((name, _))) => out.removed.push(name.clone()),
+                    (None, None) => {}
+                }
             }
         }
     }
@@ -268,26 +319,21 @@ pub fn diff(held: &HashMap<String, String>, resources: &Resources, scope: Scope<
 /// it holds `last`'s version of every name in scope, so only names whose entry is not the
 /// same allocation in `last` and `current` can differ. A one-resource change in a large
 /// snapshot costs a walk over two sorted maps instead of a lookup per name.
-pub fn diff_since(
-    held: &HashMap<String, String>,
-    last: &Resources,
-    current: &Resources,
-    scope: Scope<'_>,
-) -> Diff {
+pub fn diff_since(held: &Held, last: &Resources, current: &Resources, scope: Scope<'_>) -> Diff {
     use std::cmp::Ordering;
     let in_scope = |name: &str| match scope {
         Scope::All => true,
         Scope::Names(names) => names.contains(name),
     };
     let mut out = Diff::default();
-    let changed = |name: &str, entry: &Arc<Entry>, out: &mut Diff| {
-        if in_scope(name) && held.get(name) != Some(&entry.version) {
-            out.changed.push((name.to_owned(), entry.clone()));
+    let changed = |name: &Arc<str>, entry: &Arc<Entry>, out: &mut Diff| {
+        if in_scope(name) && held.get(name) != Some(&Some(entry.version)) {
+            out.changed.push((name.clone(), entry.clone()));
         }
     };
-    let gone = |name: &str, out: &mut Diff| {
+    let gone = |name: &Arc<str>, out: &mut Diff| {
         if in_scope(name) && held.contains_key(name) {
-            out.removed.push(name.to_owned());
+            out.removed.push(name.clone());
         }
     };
     let mut old = last.by_name.iter().peekable();

@@ -84,7 +84,10 @@ impl Connection {
                 permit = tx.reserve(), if due.is_some() => match (permit, due) {
                     (Ok(permit), Some(type_url)) => {
                         if let Some(response) = self.next_response(&type_url) {
+                            let sent = response.resources.len();
                             permit.send(Ok(response));
+                            // A full push is megabytes that are garbage once written.
+                            crate::memory::after_burst(sent);
                         }
                     }
                     _ => break End::ClientGone,
@@ -214,9 +217,9 @@ impl Connection {
             .changed
             .into_iter()
             .map(|(name, entry)| Resource {
-                name,
-                version: entry.version.clone(),
-                resource: Some(entry.resource.clone()),
+                name: name.to_string(),
+                version: entry.version.to_string(),
+                resource: Some(entry.to_any()),
                 ..Default::default()
             })
             .collect();
@@ -232,7 +235,7 @@ impl Connection {
             system_version_info: self.snapshot.version().to_owned(),
             resources,
             type_url: type_url.to_owned(),
-            removed_resources: update.removed,
+            removed_resources: update.removed.iter().map(|n| n.to_string()).collect(),
             nonce,
             ..Default::default()
         })

@@ -2,12 +2,12 @@
 //! what it subscribed to (wildcard and/or names) and which versions it holds, so that each
 //! response carries only the difference.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use api::xds::DeltaDiscoveryRequest;
 
-use super::snapshot::{Diff, Resources, Scope, diff, diff_since};
+use super::snapshot::{Diff, Held, Resources, Scope, Version, diff, diff_since};
 
 /// The name that subscribes to (or, unsubscribed, ends) the wildcard.
 const WILDCARD: &str = "*";
@@ -19,7 +19,7 @@ pub(super) struct Subscription {
     /// Name → version the client holds: what it declared on its first request, updated with
     /// everything sent since. Sending updates it at once (no wait for the ACK), so a NACKed
     /// resource is not resent until it changes again.
-    held: HashMap<String, String>,
+    held: Held,
     /// Newly subscribed names the client does not hold: if they do not exist, the client
     /// is told so with a removal instead of waiting forever.
     announce: BTreeSet<String>,
@@ -41,8 +41,8 @@ impl Subscription {
             names: BTreeSet::new(),
             held: first
                 .initial_resource_versions
-                .clone()
-                .into_iter()
+                .iter()
+                .map(|(name, version)| (Arc::from(name.as_str()), Version::parse(version)))
                 .collect(),
             announce: BTreeSet::new(),
             must_respond: true,
@@ -53,7 +53,7 @@ impl Subscription {
         if !sub.wildcard {
             // Versions of names it does not subscribe to are not ours to track.
             let names = &sub.names;
-            sub.held.retain(|name, _| names.contains(name));
+            sub.held.retain(|name, _| names.contains(&**name));
         }
         sub
     }
@@ -65,7 +65,7 @@ impl Subscription {
                 self.needs_diff |= !self.wildcard;
                 self.wildcard = true;
             } else if self.names.insert(name.clone()) {
-                if !self.held.contains_key(name) {
+                if !self.held.contains_key(name.as_str()) {
                     self.announce.insert(name.clone());
                 }
                 self.needs_diff = true;
@@ -75,13 +75,13 @@ impl Subscription {
             if name == WILDCARD {
                 self.wildcard = false;
                 let names = &self.names;
-                self.held.retain(|held, _| names.contains(held));
+                self.held.retain(|held, _| names.contains(&**held));
             } else {
                 self.names.remove(name);
                 self.announce.remove(name);
                 if !self.wildcard {
                     // Forgotten, so a later re-subscribe sends it again.
-                    self.held.remove(name);
+                    self.held.remove(name.as_str());
                 }
             }
         }
@@ -111,13 +111,13 @@ impl Subscription {
             _ => diff(&self.held, current, scope),
         };
         for name in std::mem::take(&mut self.announce) {
-            if current.get(&name).is_none() && !self.held.contains_key(&name) {
-                update.removed.push(name);
+            if current.get(&name).is_none() && !self.held.contains_key(name.as_str()) {
+                update.removed.push(name.into());
             }
         }
         update.removed.sort();
         for (name, entry) in &update.changed {
-            self.held.insert(name.clone(), entry.version.clone());
+            self.held.insert(name.clone(), Some(entry.version));
         }
         for name in &update.removed {
             self.held.remove(name);

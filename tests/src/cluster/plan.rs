@@ -90,13 +90,8 @@ pub fn node_index(name: &str, nodes: usize) -> Option<usize> {
 pub fn plan(store: &Store, nodes: usize) -> Plan {
     let mut plan = Plan::default();
     for parsed in store.of_kind(Kind::Namespace) {
-        let labels = parsed
-            .resource
-            .metadata()
-            .labels
-            .clone()
-            .unwrap_or_default();
-        plan.namespaces.insert(parsed.key.name.clone(), labels);
+        let labels = parsed.resource.labels().cloned().unwrap_or_default();
+        plan.namespaces.insert(parsed.key.name.to_string(), labels);
     }
     let services: Vec<&Service> = store
         .of_kind(Kind::Service)
@@ -110,8 +105,13 @@ pub fn plan(store: &Store, nodes: usize) -> Plan {
             continue;
         };
         let key = PodKey {
-            namespace: parsed.key.namespace.clone().unwrap_or_default(),
-            name: parsed.key.name.clone(),
+            namespace: parsed
+                .key
+                .namespace
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned(),
+            name: parsed.key.name.to_string(),
         };
         match pod_plan(&key, pod, nodes, &plan.namespaces, &services) {
             Ok((pod_plan, problems)) => {
@@ -159,7 +159,7 @@ fn pod_plan(
     if pod.host_network {
         return Err("hostNetwork pods are not supported by the lab".into());
     }
-    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    let pod_labels = (*pod.labels).clone();
     let enrolled = labels::enrolled(
         &pod_labels,
         namespaces.get(&key.namespace).unwrap_or(&Labels::new()),
@@ -191,8 +191,9 @@ fn pod_plan(
         ip,
         service_account: pod
             .service_account
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+            .as_deref()
+            .unwrap_or("default")
+            .to_owned(),
         labels: pod_labels,
         containers,
         enrolled,

@@ -19,13 +19,18 @@ fn resources(pairs: &[(&str, &str)]) -> Arc<Resources> {
 }
 
 /// The version a client holds after receiving `payload`.
-fn v(payload: &str) -> String {
-    content_version(&any(payload))
+fn v(payload: &str) -> Option<Version> {
+    Some(content_version(&any(payload)))
+}
+
+/// What a client holds, from (name, version) pairs.
+fn holding<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<Version>)>) -> Held {
+    pairs.into_iter().map(|(n, v)| (Arc::from(n), v)).collect()
 }
 
 struct Case<'a> {
     name: &'a str,
-    held: Vec<(&'a str, String)>,
+    held: Vec<(&'a str, Option<Version>)>,
     snapshot: Vec<(&'a str, &'a str)>,
     scope: Scope<'a>,
     changed: Vec<&'a str>,
@@ -62,7 +67,7 @@ fn diff_table() {
         },
         Case {
             name: "a version the server never issued is replaced",
-            held: vec![("a", "made-up".into())],
+            held: vec![("a", None)],
             snapshot: vec![("a", "1")],
             scope: Scope::All,
             changed: vec!["a"],
@@ -102,26 +107,23 @@ fn diff_table() {
         },
     ];
     for case in cases {
-        let held: HashMap<String, String> = case
-            .held
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.clone()))
-            .collect();
+        let held = holding(case.held.iter().copied());
         let d = diff(&held, &resources(&case.snapshot), case.scope);
-        let changed: Vec<&str> = d.changed.iter().map(|(n, _)| n.as_str()).collect();
+        let changed: Vec<&str> = d.changed.iter().map(|(n, _)| &**n).collect();
         assert_eq!(changed, case.changed, "{}: changed", case.name);
-        assert_eq!(d.removed, case.removed, "{}: removed", case.name);
+        let removed: Vec<&str> = d.removed.iter().map(|n| &**n).collect();
+        assert_eq!(removed, case.removed, "{}: removed", case.name);
         assert_eq!(d.is_empty(), changed.is_empty() && d.removed.is_empty());
         for (name, entry) in &d.changed {
-            let payload = case.snapshot.iter().find(|(n, _)| n == name).unwrap().1;
+            let payload = case.snapshot.iter().find(|(n, _)| *n == &**name).unwrap().1;
             assert_eq!(
-                entry.resource,
+                entry.to_any(),
                 any(payload),
                 "{}: payload of {name}",
                 case.name
             );
             assert_eq!(
-                entry.version,
+                Some(entry.version),
                 v(payload),
                 "{}: version of {name}",
                 case.name
@@ -133,8 +135,19 @@ fn diff_table() {
 #[test]
 fn versions_are_content_hashes() {
     let v1 = content_version(&any("x"));
-    assert_eq!(v1.len(), 16);
-    assert!(v1.chars().all(|c| c.is_ascii_hexdigit()), "{v1}");
+    let text = v1.to_string();
+    assert_eq!(text.len(), 16);
+    assert!(text.chars().all(|c| c.is_ascii_hexdigit()), "{text}");
+    assert_eq!(Version::parse(&text), Some(v1), "what is sent reads back");
+    for other in [
+        "",
+        "xyz",
+        "0123456789abcdeg",
+        "0123456789abcdef0",
+        "+123456789abcdef",
+    ] {
+        assert_eq!(Version::parse(other), None, "{other:?}");
+    }
     assert_eq!(v1, content_version(&any("x")), "same content, same version");
     assert_ne!(v1, content_version(&any("y")));
     let other_type = Any {
@@ -167,7 +180,7 @@ fn later_insert_of_a_name_wins() {
     b.insert(T, "a", any("old")).insert(T, "a", any("new"));
     let s = b.build();
     assert_eq!(s.get(T).unwrap().len(), 1);
-    assert_eq!(s.get(T).unwrap().get("a").unwrap().resource, any("new"));
+    assert_eq!(s.get(T).unwrap().get("a").unwrap().to_any(), any("new"));
 }
 
 #[test]
@@ -214,14 +227,14 @@ fn diff_since_the_last_snapshot_equals_a_full_diff() {
     let ab: BTreeSet<String> = ["a".into(), "b".into(), "c".into()].into();
     for scope in [Scope::All, Scope::Names(&ab)] {
         // What the client holds after the last diff: last's versions within the scope.
-        let held: HashMap<String, String> = last
-            .iter()
-            .filter(|(n, _)| match scope {
-                Scope::All => true,
-                Scope::Names(names) => names.contains(*n),
-            })
-            .map(|(n, e)| (n.to_owned(), e.version.clone()))
-            .collect();
+        let held = holding(
+            last.iter()
+                .filter(|(n, _)| match scope {
+                    Scope::All => true,
+                    Scope::Names(names) => names.contains(*n),
+                })
+                .map(|(n, e)| (n, Some(e.version))),
+        );
         let full = diff(&held, &current, scope);
         let since = diff_since(&held, &last, &current, scope);
         assert_eq!(since, full, "{scope:?}");

@@ -54,7 +54,12 @@ async fn wildcard_gets_every_resource_of_both_types_on_one_stream() {
     for r in by_type.values() {
         for res in &r.resources {
             let any = res.resource.as_ref().expect("payload");
-            assert_eq!(res.version, content_version(any), "{}", res.name);
+            assert_eq!(
+                res.version,
+                content_version(any).to_string(),
+                "{}",
+                res.name
+            );
         }
     }
     let decoded: api::workload::Address = by_type[ADDRESS].resources[1]
