@@ -4,8 +4,9 @@
 //! A pure function of the store and the mesh options, so every rule is testable with
 //! literal manifests (`tests/golden/`). It follows Istio's ambient controller: one
 //! workload per pod with an IP, one service per Kubernetes Service, and the L4 subset of
-//! each AuthorizationPolicy that ztunnel enforces. What cannot be expressed at L4 is
-//! translated fail-safe and reported in [`Translation::problems`].
+//! each AuthorizationPolicy that ztunnel enforces; PeerAuthentications become DENY
+//! policies on plaintext (see [`peer_authentication`]). What cannot be expressed at L4
+//! is translated fail-safe and reported in [`Translation::problems`].
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use crate::store::Store;
 
 mod authorization;
 pub mod labels;
+pub mod peer_authentication;
 mod render;
 mod service;
 mod workload;
@@ -93,6 +95,7 @@ pub struct Context<'s> {
     namespaces: BTreeMap<&'s str, &'s Namespace>,
     services: service::ServiceIndex,
     policies: Vec<authorization::TranslatedPolicy>,
+    peer_authentications: peer_authentication::PeerAuthentications<'s>,
     problems: Vec<ConfigError>,
 }
 
@@ -100,6 +103,8 @@ impl<'s> Context<'s> {
     pub fn new(store: &'s Store, options: &'s MeshOptions) -> Self {
         let mut problems = Vec::new();
         let policies = authorization::translate_all(store, options, &mut problems);
+        let peer_authentications =
+            peer_authentication::PeerAuthentications::new(store, options, &mut problems);
         let services = service::ServiceIndex::new(service::collect(store, options));
         let namespaces = store
             .of_kind(Kind::Namespace)
@@ -113,6 +118,7 @@ impl<'s> Context<'s> {
             namespaces,
             services,
             policies,
+            peer_authentications,
             problems,
         }
     }
@@ -127,6 +133,7 @@ impl<'s> Context<'s> {
                 namespaces: &self.namespaces,
                 services: &self.services,
                 policies: &self.policies,
+                peer_authentications: &self.peer_authentications,
             },
         )
     }
@@ -141,12 +148,14 @@ impl<'s> Context<'s> {
         })
     }
 
-    /// Every L4 policy, with its resource name.
+    /// Every L4 policy, with its resource name: the AuthorizationPolicies' and those
+    /// the PeerAuthentications become.
     pub fn authorizations(&self) -> impl Iterator<Item = (String, Authorization)> + '_ {
-        self.policies.iter().map(|policy| {
-            let a = &policy.authorization;
-            (format!("{}/{}", a.namespace, a.name), a.clone())
-        })
+        self.policies
+            .iter()
+            .map(|policy| &policy.authorization)
+            .chain(self.peer_authentications.authorizations())
+            .map(|a| (format!("{}/{}", a.namespace, a.name), a.clone()))
     }
 
     /// What could not be translated as written (see [`Translation::problems`]).

@@ -34,7 +34,7 @@ pub struct CopyError {
 /// Copies `a -> b` and `b -> a` until both sides reached EOF. When one side finishes
 /// sending, the other's write half is shut down (half-close) and the reverse direction
 /// keeps going.
-pub async fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> Result<Transferred, CopyError>
+pub fn copy_bidirectional<'a, A, B>(a: &'a mut A, b: &'a mut B) -> Bidirectional<'a, A, B>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -45,14 +45,62 @@ where
         a_to_b: Pump::new(),
         b_to_a: Pump::new(),
     }
+}
+
+/// A copy in progress: what it has moved so far.
+pub trait Progress {
+    fn transferred(&self) -> Transferred;
+}
+
+/// Runs `copy` until it ends or `stop` resolves, whichever comes first. A stopped copy
+/// fails with `stop`'s error and the bytes it had moved (so metrics stay exact); the
+/// caller then drops both streams. This is how a connection that policy no longer allows
+/// is cut off.
+pub async fn copy_until<C, S>(copy: C, stop: S) -> Result<Transferred, CopyError>
+where
+    C: Future<Output = Result<Transferred, CopyError>> + Progress,
+    S: Future<Output = io::Error>,
+{
+    let mut copy = std::pin::pin!(copy);
+    let mut stop = std::pin::pin!(stop);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(outcome) = copy.as_mut().poll(cx) {
+            return Poll::Ready(outcome);
+        }
+        match stop.as_mut().poll(cx) {
+            Poll::Ready(source) => Poll::Ready(Err(CopyError {
+                transferred: copy.transferred(),
+                source,
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    })
     .await
 }
 
-struct Bidirectional<'a, A: ?Sized, B: ?Sized> {
+/// The future of [`copy_bidirectional`].
+pub struct Bidirectional<'a, A: ?Sized, B: ?Sized> {
     a: &'a mut A,
     b: &'a mut B,
     a_to_b: Pump,
     b_to_a: Pump,
+}
+
+impl<A: ?Sized, B: ?Sized> std::fmt::Debug for Bidirectional<'_, A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bidirectional")
+            .field("transferred", &self.transferred())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: ?Sized, B: ?Sized> Progress for Bidirectional<'_, A, B> {
+    fn transferred(&self) -> Transferred {
+        Transferred {
+            a_to_b: self.a_to_b.total,
+            b_to_a: self.b_to_a.total,
+        }
+    }
 }
 
 impl<A, B> Future for Bidirectional<'_, A, B>
@@ -193,7 +241,7 @@ impl Pump {
 
 mod tunnel;
 
-pub use tunnel::copy_tunnel;
+pub use tunnel::{CopyTunnel, copy_tunnel};
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ pub mod traceparent;
 pub use authority::{Authority, AuthorityError};
 pub use baggage::{Baggage, BaggageError};
 pub use client::{ConnectError, ConnectRequest, Connection};
-pub use copy::{CopyError, Transferred, copy_bidirectional, copy_tunnel};
+pub use copy::{CopyError, Progress, Transferred, copy_bidirectional, copy_tunnel, copy_until};
 pub use forwarded::{Forwarded, ForwardedError, ForwardedFor};
 pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
 pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::copy::{CopyError, Transferred, copy_tunnel};
+use crate::copy::{CopyError, Transferred, copy_tunnel, copy_until};
 use crate::settings::{KeepaliveFailure, keepalive};
 use crate::stream::H2Stream;
 use crate::tls::{ServerTls, TlsError};
@@ -62,6 +62,13 @@ pub enum Decision {
 /// The caller's policy: decides each CONNECT and hears how it ended.
 pub trait ConnectHandler: Send + Sync + 'static {
     fn decide(&self, request: &InboundConnect) -> impl Future<Output = Decision> + Send;
+
+    /// Resolves, with the reason, when an accepted tunnel must be cut off (e.g. policy no
+    /// longer allows it); the tunnel is then reset and [`finished`](Self::finished) hears
+    /// the reason as its error. By default a tunnel runs until either side ends it.
+    fn revoked(&self, _request: &InboundConnect) -> impl Future<Output = io::Error> + Send {
+        std::future::pending()
+    }
 
     /// Called once per accepted tunnel when it is over, with the bytes moved
     /// (`a_to_b` = client -> upstream).
@@ -297,7 +304,8 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
             a_to_b: t.b_to_a,
             b_to_a: t.a_to_b,
         };
-        let outcome = copy_tunnel(&mut upstream, &mut tunnel)
+        let revoked = self.handler.revoked(&request);
+        let outcome = copy_until(copy_tunnel(&mut upstream, &mut tunnel), revoked)
             .await
             .map(swap)
             .map_err(|e| CopyError {

@@ -81,6 +81,14 @@ fn main() -> ExitCode {
                 "a_node_cannot_obtain_another_nodes_pod_certificate",
                 foreign_certificate,
             ),
+            trial(
+                "strict_mtls_resets_plaintext_and_keeps_mesh_traffic",
+                strict_mtls,
+            ),
+            trial(
+                "a_policy_change_cuts_off_live_connections_it_now_denies",
+                live_connection_cut_off,
+            ),
         ]
     })
 }
@@ -196,6 +204,28 @@ impl Echoing {
     }
 }
 
+/// A namespace outside the mesh with one pod on node 0: its traffic reaches captured pods
+/// in plaintext (on their ztunnel's 15006).
+const OUTSIDER: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: legacy}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: outsider, namespace: legacy, labels: {app: outsider}}
+spec: {nodeName: node-0, serviceAccountName: outsider, containers: []}
+status: {podIP: 10.244.0.20}
+";
+
+/// STRICT mutual TLS for the whole `mesh` namespace.
+const STRICT_MESH: &str = "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: mesh}
+spec: {mtls: {mode: STRICT}}
+";
+
 /// Writes a manifest the way an editor or `kubectl` would leave it: whole, at once.
 fn write(dir: &Path, file: &str, yaml: &str) -> Result<()> {
     let tmp = dir.join(format!(".{file}.tmp"));
@@ -276,6 +306,23 @@ async fn becomes_allowed(client: &Pod, addr: SocketAddr) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Whether one exchange from `client` to `addr` ends in a connection reset (what STRICT
+/// does to plaintext), as opposed to working or failing some other way.
+async fn reset_by_peer(client: &Pod, addr: SocketAddr) -> bool {
+    let exchange = async {
+        let stream = client.connect(addr).await?;
+        let (read, mut write) = stream.into_split();
+        write.write_all(b"marco\n").await?;
+        let mut line = String::new();
+        BufReader::new(read).read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line)
+    };
+    matches!(
+        timeout(IO_BOUND, exchange).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+    )
 }
 
 fn app_addr(pod: &Pod) -> SocketAddr {
@@ -526,6 +573,112 @@ async fn foreign_certificate() -> Result<()> {
             .contains("certificate request refused"),
         timeout = IO_BOUND,
         "the controller did not log the refusal"
+    );
+    Ok(())
+}
+
+async fn strict_mtls() -> Result<()> {
+    let Echoing {
+        mut env,
+        client,
+        addr,
+        _server,
+    } = Echoing::start("strict").await?;
+    env.write("outsider.yaml", OUTSIDER)?;
+    let done = env.cluster.reconcile().await?;
+    ensure!(done.added.len() == 1, "{done:?}");
+    let outsider = env
+        .cluster
+        .pod("legacy", "outsider")
+        .cloned()
+        .context("no pod legacy/outsider")?;
+    // PERMISSIVE (no PeerAuthentication): plaintext from outside the mesh is accepted.
+    ensure!(
+        becomes_allowed(&outsider, addr).await,
+        "plaintext was refused before any PeerAuthentication\n{}",
+        env.logs()
+    );
+
+    env.write("strict.yaml", STRICT_MESH)?;
+    let reset = until(PROPAGATION, || async {
+        Ok(reset_by_peer(&outsider, addr).await)
+    })
+    .await
+    .unwrap_or(false);
+    ensure!(reset, "STRICT never reset plaintext\n{}", env.logs());
+    assert_eventually!(
+        env.cluster.ztunnel_log(1).lines().any(|l| l
+            .contains("policy=istio-system/istio_converted_static_strict")
+            && l.contains("src.addr=10.244.0.20")),
+        timeout = IO_BOUND,
+        "node-1's ztunnel did not name the static STRICT policy for the refused plaintext"
+    );
+    // Mesh traffic is mutual TLS, so STRICT lets it through.
+    echo(&client, addr)
+        .await
+        .with_context(|| format!("HBONE traffic under STRICT\n{}", env.logs()))?;
+
+    env.remove("strict.yaml")?;
+    ensure!(
+        becomes_allowed(&outsider, addr).await,
+        "plaintext still refused after the PeerAuthentication was removed\n{}",
+        env.logs()
+    );
+    Ok(())
+}
+
+async fn live_connection_cut_off() -> Result<()> {
+    let Echoing {
+        env,
+        client,
+        addr,
+        _server,
+    } = Echoing::start("cut-off").await?;
+    // A long-lived connection, working before the policy changes.
+    let stream = client.connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"before\n").await?;
+    let echoed = timeout(IO_BOUND, lines.next_line()).await??;
+    ensure!(
+        echoed.as_deref() == Some("before"),
+        "echo answered {echoed:?}"
+    );
+
+    env.write("deny.yaml", DENY_CLIENT)?;
+    // The connection is closed by the server's ztunnel; the client sees its end (or an
+    // error), never another echo.
+    let ended = timeout(PROPAGATION, async {
+        match lines.next_line().await {
+            Ok(Some(line)) => bail!("the denied connection still echoed {line:?}"),
+            Ok(None) | Err(_) => Ok(()),
+        }
+    })
+    .await;
+    match ended {
+        Ok(result) => result?,
+        Err(_) => bail!(
+            "the live connection was not cut off within {PROPAGATION:?}\n{}",
+            env.logs()
+        ),
+    }
+    assert_eventually!(
+        env.cluster.ztunnel_log(1).lines().any(|l| l
+            .contains("live connection now denied by authorization policy")
+            && l.contains("policy=mesh/deny-client")),
+        timeout = IO_BOUND,
+        "node-1's ztunnel did not log the cut-off by mesh/deny-client"
+    );
+    // New connections are refused too; once the policy goes, they work again.
+    ensure!(
+        echo(&client, addr).await.is_err(),
+        "a new connection was allowed"
+    );
+    env.remove("deny.yaml")?;
+    ensure!(
+        becomes_allowed(&client, addr).await,
+        "traffic did not come back after the policy was removed\n{}",
+        env.logs()
     );
     Ok(())
 }

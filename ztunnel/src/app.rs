@@ -1,16 +1,18 @@
-//! ztunnel's process: flags, logging, runtime, signals. `main.rs` only calls [`main`] so
-//! that tests can run the very same process (the lab re-executes its test binary as a
-//! ztunnel).
+//! ztunnel's process: flags, logging, runtime, signals, the admin and readiness
+//! endpoints. `main.rs` only calls [`main`] so that tests can run the very same process
+//! (the lab re-executes its test binary as a ztunnel).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::admin::{self, AdminState};
 use crate::ca_client::{CaClient, CaClientConfig};
 use crate::cert::{CertificateSource, LocalCa};
 use crate::config::{CertificateAuthority, Config, ConfigError, LogFormat, USAGE, WorkloadSource};
 use crate::control_plane::ControlPlane;
 use crate::pods::PodRegistry;
 use crate::proxy::ProxyInputs;
+use crate::readiness::{self, Readiness};
 use crate::state::StateStore;
 use crate::state::local::load_and_watch;
 use crate::xds::{Backoff, NodeInfo, XdsClient, XdsConfig};
@@ -34,8 +36,70 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
     runtime::block_on(Some(config.worker_threads), run(config))
 }
 
+/// The process's shutdown channel: it turns true at the first SIGTERM or SIGINT, or when
+/// [`Shutdown::trigger`]ed (`POST /quitquitquit`); every task stops on it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    /// A channel only [`Self::trigger`] turns true.
+    pub fn new() -> Self {
+        Shutdown {
+            sender: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// A channel that SIGTERM and SIGINT also turn true, exactly as
+    /// [`runtime::stop_on_signals`] (which logs the signal) does. Must be called inside
+    /// the runtime.
+    pub fn on_signals() -> Result<Self, String> {
+        let signals = runtime::stop_on_signals()?;
+        let shutdown = Self::new();
+        let (forward, mut stopped) = (shutdown.clone(), shutdown.receiver());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = runtime::stopped(signals) => forward.trigger(),
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
+        Ok(shutdown)
+    }
+
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.sender.subscribe()
+    }
+
+    /// Starts the graceful stop (idempotent).
+    pub fn trigger(&self) {
+        self.sender.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.sender.borrow()
+    }
+}
+
 async fn run(config: Config) -> Result<(), String> {
-    let shutdown = runtime::stop_on_signals()?;
+    let stop = Shutdown::on_signals()?;
+    let shutdown = stop.receiver();
+    // Both ports before anything else: one already taken is a startup error naming it.
+    let admin_listener = admin::bind(config.admin_address, "admin").await?;
+    let readiness_listener = admin::bind(config.readiness_address, "readiness").await?;
+    // Ready once the node agent's snapshot (the pods to serve) is applied, and the
+    // workloads are known: the state file loaded, or the first xDS response of each type
+    // applied.
+    let readiness = Readiness::new();
+    // Bumped by the ZDS client each time it has applied a snapshot from the node agent.
+    let (snapshots, _) = watch::channel(0);
+    readiness.require_zds_snapshot(snapshots.subscribe());
     let control_plane = match &config.control_plane {
         Some(c) => Some(ControlPlane::new(c).map_err(|e| e.to_string())?),
         None => None,
@@ -43,9 +107,11 @@ async fn run(config: Config) -> Result<(), String> {
     let mut tasks = Vec::new();
     let (store, mut xds_status) = match (&config.workloads, &control_plane) {
         (WorkloadSource::File(path), _) => {
+            let loaded = readiness.gate("waiting for the workload state file");
             let (store, watcher) =
                 load_and_watch(path.clone(), config.state_poll, shutdown.clone())
                     .map_err(|e| e.to_string())?;
+            loaded.open();
             tasks.push(tokio::spawn(watcher));
             (store, None)
         }
@@ -64,6 +130,7 @@ async fn run(config: Config) -> Result<(), String> {
                 store.clone(),
             );
             let status = client.status();
+            readiness.require_xds_sync(status.clone());
             tasks.push(tokio::spawn(client.run(shutdown.clone())));
             (store, Some(status))
         }
@@ -83,11 +150,32 @@ async fn run(config: Config) -> Result<(), String> {
         }
     };
     let inputs = ProxyInputs {
-        state: store,
-        certs,
+        state: store.clone(),
+        certs: certs.clone(),
         trust_domain: config.trust_domain.clone(),
         pool: hbone::PoolConfig::default(),
     };
+    let registry = PodRegistry::new(inputs);
+    let (admin_address, readiness_address) = (
+        local_address(&admin_listener),
+        local_address(&readiness_listener),
+    );
+    tasks.push(tokio::spawn(readiness::serve(
+        readiness_listener,
+        readiness.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            state: store,
+            certs,
+            pods: registry.view(),
+            xds: xds_status.clone(),
+            readiness,
+            shutdown: stop,
+        },
+    )));
     tasks.push(tokio::spawn(crate::memory::trim_after_traffic(
         shutdown.clone(),
     )));
@@ -96,7 +184,7 @@ async fn run(config: Config) -> Result<(), String> {
         (WorkloadSource::Controller, Some(cp)) => format!("controller {}", cp.address()),
         (WorkloadSource::Controller, None) => "controller".to_owned(),
     };
-    info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, "ztunnel started");
+    info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, admin = %admin_address, readiness = %readiness_address, "ztunnel started");
     // Pods are taken over only once the workload state is known: before that, every
     // destination would look like a non-mesh address and go out in plaintext.
     if let Some(status) = &mut xds_status {
@@ -110,10 +198,9 @@ async fn run(config: Config) -> Result<(), String> {
             info!("xDS synced: taking over pods");
         }
     }
-    let (snapshots, _) = watch::channel(0);
     tasks.push(tokio::spawn(crate::zds_client::run(
         config.zds_socket.clone(),
-        PodRegistry::new(inputs),
+        registry,
         snapshots,
         shutdown.clone(),
     )));
@@ -124,4 +211,10 @@ async fn run(config: Config) -> Result<(), String> {
     }
     info!("ztunnel stopped");
     Ok(())
+}
+
+fn local_address(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string())
 }

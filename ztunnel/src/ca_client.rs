@@ -10,7 +10,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,13 +20,15 @@ use hbone::tls::WorkloadCertificate;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::cert::{CertError, CertificateSource};
+use crate::cert::{CertError, CertificateSource, CertificateState, CertificateStatus};
 use crate::control_plane::ControlPlane;
 
 /// Lifetime asked for when not configured (the CA's own default, as upstream).
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Metadata key naming the identity requested on a pod's behalf (as upstream ztunnel).
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+/// How many identities' last failed first request are remembered for `config_dump`.
+const FAILURES_KEPT: usize = 256;
 
 /// How certificates are requested and renewed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,9 @@ struct Shared {
     control_plane: ControlPlane,
     config: CaClientConfig,
     entries: Mutex<HashMap<Identity, Entry>>,
+    /// Why the last first request for an identity failed, and when; kept (bounded) only
+    /// to be shown, until the identity is fetched or forgotten.
+    failures: Mutex<HashMap<Identity, (String, SystemTime)>>,
 }
 
 /// The task owning one identity's certificate, and where it publishes it.
@@ -101,6 +106,7 @@ impl CaClient {
                 control_plane,
                 config,
                 entries: Mutex::new(HashMap::new()),
+                failures: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -108,6 +114,7 @@ impl CaClient {
     /// Drops `identity`'s certificate and stops renewing it; true if it was held. A later
     /// request fetches a new one.
     pub fn forget(&self, identity: &Identity) -> bool {
+        self.shared.failures().remove(identity);
         let entry = self.shared.lock().remove(identity);
         entry.map(|e| e.task.abort()).is_some()
     }
@@ -190,11 +197,66 @@ impl CertificateSource for CaClient {
             tracing::info!(%identity, "no pod needs this identity any more; its certificate is dropped");
         }
     }
+
+    fn certificates(&self) -> Vec<CertificateStatus> {
+        let mut by_identity: BTreeMap<Identity, CertificateState> = self
+            .shared
+            .failures()
+            .iter()
+            .map(|(identity, (error, at))| {
+                let state = CertificateState::Failed {
+                    error: error.clone(),
+                    at: *at,
+                };
+                (identity.clone(), state)
+            })
+            .collect();
+        // A live entry (a request in flight, a certificate held) says more than an old
+        // failure.
+        for (identity, entry) in self.shared.lock().iter() {
+            let state = match &*entry.state.borrow() {
+                Slot::Pending => CertificateState::Pending,
+                Slot::Ready {
+                    cert,
+                    renewal_error,
+                } => CertificateState::held(cert, renewal_error.as_ref().map(|e| e.to_string())),
+                Slot::Failed(error) => CertificateState::Failed {
+                    error: error.to_string(),
+                    at: SystemTime::now(),
+                },
+            };
+            by_identity.insert(identity.clone(), state);
+        }
+        by_identity
+            .into_iter()
+            .map(|(identity, state)| CertificateStatus { identity, state })
+            .collect()
+    }
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, (String, SystemTime)>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers why `identity`'s first request failed, dropping the oldest remembered
+    /// failure when [`FAILURES_KEPT`] are held.
+    fn record_failure(&self, identity: &Identity, error: &CertError) {
+        let mut failures = self.failures();
+        if failures.len() >= FAILURES_KEPT && !failures.contains_key(identity) {
+            let oldest = failures
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                failures.remove(&oldest);
+            }
+        }
+        failures.insert(identity.clone(), (error.to_string(), SystemTime::now()));
     }
 }
 
@@ -202,9 +264,13 @@ impl Shared {
 async fn own_certificate(shared: Arc<Shared>, identity: Identity, tx: watch::Sender<Slot>) {
     let config = &shared.config;
     let mut cert = match request::fetch(&shared.control_plane, &shared.config, &identity).await {
-        Ok(cert) => cert,
+        Ok(cert) => {
+            shared.failures().remove(&identity);
+            cert
+        }
         Err(err) => {
             tracing::warn!(%identity, error = %err, "could not get a workload certificate");
+            shared.record_failure(&identity, &err);
             let mut entries = shared.lock();
             let ours = tx.subscribe();
             if entries

@@ -91,6 +91,45 @@ pub trait CertificateSource: Send + Sync + 'static {
     fn release(&self, identity: &Identity) {
         let _ = identity;
     }
+
+    /// What the source holds right now, one entry per identity (for the admin endpoint's
+    /// `config_dump`). Read-only: nothing is fetched or renewed by asking.
+    fn certificates(&self) -> Vec<CertificateStatus> {
+        Vec::new()
+    }
+}
+
+/// One identity's certificate as a [`CertificateSource`] currently holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateStatus {
+    pub identity: Identity,
+    pub state: CertificateState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateState {
+    /// The first request is in flight.
+    Pending,
+    /// A certificate is held (possibly expired: compare `not_after` with the clock).
+    /// `renewal_error` is set while renewing it fails.
+    Available {
+        not_before: SystemTime,
+        not_after: SystemTime,
+        renewal_error: Option<String>,
+    },
+    /// The last attempt to get one failed; the next request for it tries again.
+    Failed { error: String, at: SystemTime },
+}
+
+impl CertificateState {
+    /// The certificate's validity as a held [`CertificateState::Available`].
+    pub fn held(cert: &WorkloadCertificate, renewal_error: Option<String>) -> Self {
+        CertificateState::Available {
+            not_before: cert.not_before(),
+            not_after: cert.not_after(),
+            renewal_error,
+        }
+    }
 }
 
 /// Signs certificates locally with a CA read from `ca.crt` / `ca.key` (PEM) in a
@@ -170,6 +209,19 @@ impl CertificateSource for LocalCa {
             .unwrap_or_else(|e| e.into_inner())
             .remove(identity);
     }
+
+    fn certificates(&self) -> Vec<CertificateStatus> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held: Vec<CertificateStatus> = cache
+            .iter()
+            .map(|(identity, cert)| CertificateStatus {
+                identity: identity.clone(),
+                state: CertificateState::held(cert, None),
+            })
+            .collect();
+        held.sort_by(|a, b| a.identity.cmp(&b.identity));
+        held
+    }
 }
 
 #[cfg(test)]
@@ -186,9 +238,20 @@ mod tests {
         let a = ca.certificate(&id).await.unwrap();
         let b = ca.certificate(&id).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(
+            ca.certificates(),
+            vec![CertificateStatus {
+                identity: id.clone(),
+                state: CertificateState::held(&a, None),
+            }]
+        );
         assert_eq!(a.identity(), &id);
         assert_eq!(a.roots(), &[original.root()]);
         ca.release(&id);
+        assert!(
+            ca.certificates().is_empty(),
+            "a released identity is not held"
+        );
         let c = ca.certificate(&id).await.unwrap();
         assert!(
             !Arc::ptr_eq(&a, &c),

@@ -1,11 +1,14 @@
 //! ztunnel's settings, from flags with environment fallbacks.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hbone::DEFAULT_TRUST_DOMAIN;
 
+use crate::admin::DEFAULT_ADMIN_ADDRESS;
 use crate::control_plane::{ControlPlaneConfig, DEFAULT_SERVER_NAME};
+use crate::readiness::DEFAULT_READINESS_ADDRESS;
 
 pub const USAGE: &str = "\
 usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name NODE [options]
@@ -24,6 +27,10 @@ usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name
   --trust-domain TD     trust domain for pods the state does not know (default cluster.local)
   --log-format FORMAT   text (default) or json; the level comes from RUST_LOG (default info)
   --worker-threads N    proxy threads (default 1: one thread serves every pod)         [ZTUNNEL_WORKER_THREADS]
+  --admin-address ADDR  admin endpoint: GET /config_dump, POST /quitquitquit
+                        (default 127.0.0.1:15000; a wildcard address is refused)   [ZTUNNEL_ADMIN_ADDRESS]
+  --readiness-address ADDR
+                        readiness: GET /healthz/ready (default 0.0.0.0:15021)      [ZTUNNEL_READINESS_ADDRESS]
 ";
 
 /// One thread: a hop through ztunnel stays on one CPU with no cross-thread wake-ups,
@@ -70,6 +77,10 @@ pub struct Config {
     pub state_poll: Duration,
     /// Runtime threads; 1 runs everything on the main thread.
     pub worker_threads: usize,
+    /// The admin endpoint (`/config_dump`, `/quitquitquit`).
+    pub admin_address: SocketAddr,
+    /// The readiness endpoint (`/healthz/ready`).
+    pub readiness_address: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +99,12 @@ pub enum ConfigError {
     LogFormat(String),
     #[error("--worker-threads must be a whole number from 1 to {MAX_WORKER_THREADS}, not {0:?}")]
     WorkerThreads(String),
+    #[error("{flag} must be an IP address and port such as 127.0.0.1:15000, not {value:?}")]
+    Address { flag: &'static str, value: String },
+    #[error(
+        "--admin-address {0} is a wildcard address: the admin endpoint can stop ztunnel, so give a specific one such as 127.0.0.1:15000"
+    )]
+    WildcardAdmin(SocketAddr),
     #[error("help requested")]
     Help,
 }
@@ -113,6 +130,8 @@ impl Config {
         let mut trust_domain = DEFAULT_TRUST_DOMAIN.to_owned();
         let mut log_format = LogFormat::Text;
         let mut worker_threads = env("ZTUNNEL_WORKER_THREADS");
+        let mut admin_address = env("ZTUNNEL_ADMIN_ADDRESS");
+        let mut readiness_address = env("ZTUNNEL_READINESS_ADDRESS");
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -137,6 +156,8 @@ impl Config {
                     }
                 }
                 "--worker-threads" => worker_threads = Some(value()?),
+                "--admin-address" => admin_address = Some(value()?),
+                "--readiness-address" => readiness_address = Some(value()?),
                 "-h" | "--help" => return Err(ConfigError::Help),
                 _ => return Err(ConfigError::Unknown(flag)),
             }
@@ -170,7 +191,24 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::NeededWithController("--node-name")),
             (None, None) => String::new(),
         };
+        let address = |flag: &'static str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_owned());
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::Address { flag, value })
+        };
+        let admin_address = address("--admin-address", admin_address, DEFAULT_ADMIN_ADDRESS)?;
+        if admin_address.ip().is_unspecified() {
+            return Err(ConfigError::WildcardAdmin(admin_address));
+        }
+        let readiness_address = address(
+            "--readiness-address",
+            readiness_address,
+            DEFAULT_READINESS_ADDRESS,
+        )?;
         Ok(Config {
+            admin_address,
+            readiness_address,
             workloads,
             certificates,
             control_plane,
@@ -301,6 +339,53 @@ mod tests {
         assert_eq!(
             Config::parse(both, env),
             Err(ConfigError::TwoWorkloadSources)
+        );
+    }
+
+    #[test]
+    fn admin_on_localhost_and_readiness_everywhere_unless_told() {
+        let base = args(&["--state-file", "s", "--ca-dir", "c"]);
+        let none = |_: &str| None;
+        let c = Config::parse(base.clone(), none).unwrap();
+        assert_eq!(c.admin_address, "127.0.0.1:15000".parse().unwrap());
+        assert!(c.admin_address.ip().is_loopback());
+        assert_eq!(c.readiness_address, "0.0.0.0:15021".parse().unwrap());
+
+        let env = |k: &str| match k {
+            "ZTUNNEL_ADMIN_ADDRESS" => Some("127.0.0.1:9000".to_owned()),
+            "ZTUNNEL_READINESS_ADDRESS" => Some("10.0.0.1:9021".to_owned()),
+            _ => None,
+        };
+        let c = Config::parse(base.clone(), env).unwrap();
+        assert_eq!(c.admin_address, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.readiness_address, "10.0.0.1:9021".parse().unwrap());
+        let mut flags = base.clone();
+        flags.extend(args(&[
+            "--admin-address",
+            "[::1]:15000",
+            "--readiness-address",
+            "127.0.0.1:0",
+        ]));
+        let c = Config::parse(flags, env).unwrap();
+        assert_eq!(c.admin_address, "[::1]:15000".parse().unwrap());
+        assert_eq!(c.readiness_address, "127.0.0.1:0".parse().unwrap());
+
+        for wildcard in ["0.0.0.0:15000", "[::]:15000"] {
+            let mut flags = base.clone();
+            flags.extend(args(&["--admin-address", wildcard]));
+            assert_eq!(
+                Config::parse(flags, none),
+                Err(ConfigError::WildcardAdmin(wildcard.parse().unwrap()))
+            );
+        }
+        let mut flags = base;
+        flags.extend(args(&["--readiness-address", "localhost:15021"]));
+        assert_eq!(
+            Config::parse(flags, none),
+            Err(ConfigError::Address {
+                flag: "--readiness-address",
+                value: "localhost:15021".into()
+            })
         );
     }
 

@@ -4,8 +4,10 @@
 //! ([`zds_client`]); for each pod ztunnel listens *inside* the pod ([`socket`]) on the
 //! outbound, inbound-plaintext and HBONE ports ([`proxy`]), resolving destinations
 //! against one shared [`state`] and presenting certificates from one [`cert`] source.
-//! [`memory`] hands freed heap back after traffic.
+//! [`memory`] hands freed heap back after traffic. [`admin`] serves `config_dump` and
+//! `quitquitquit` on localhost:15000, [`readiness`] `/healthz/ready` on 15021.
 
+pub mod admin;
 pub mod app;
 pub mod ca_client;
 pub mod cert;
@@ -15,6 +17,7 @@ pub mod memory;
 pub mod pods;
 pub mod proxy;
 pub mod rbac;
+pub mod readiness;
 pub mod socket;
 pub mod state;
 pub mod xds;

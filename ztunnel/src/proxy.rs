@@ -113,6 +113,42 @@ impl PodContext {
         let state = self.inputs.state.snapshot();
         admit(&state, &self.info, src_ip, src_identity, dst)
     }
+
+    /// Resolves once a change of state makes policy deny an admitted connection, with the
+    /// reason: a policy change re-evaluates live connections, and those now denied are
+    /// cut off. A connection whose pod is missing from the state for a while is left
+    /// alone (its proxies stop when the pod does).
+    pub(crate) async fn revoked(
+        &self,
+        src_ip: IpAddr,
+        src_identity: Option<Identity>,
+        dst: SocketAddr,
+    ) -> std::io::Error {
+        let mut changes = self.inputs.state.subscribe();
+        // A change between admission and this subscription must not be missed.
+        changes.mark_changed();
+        loop {
+            if changes.changed().await.is_err() {
+                return std::future::pending().await; // the state is gone: nothing changes
+            }
+            if let Err(Refusal::Denied(denied)) = self.admit(src_ip, src_identity.as_ref(), dst) {
+                warn!(
+                    src.addr = %src_ip,
+                    src.identity = src_identity.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    dst.addr = %dst,
+                    dst.identity = %self.identity,
+                    policy = %denied.policy,
+                    reason = %denied.reason,
+                    response_flags = "DENY",
+                    "live connection now denied by authorization policy; closing it"
+                );
+                return std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("closed by policy: {denied}"),
+                );
+            }
+        }
+    }
 }
 
 /// Why an inbound connection is not connected to the app.
@@ -151,6 +187,8 @@ fn admit(
 #[derive(Debug)]
 pub struct PodProxies {
     context: Arc<PodContext>,
+    /// Where the proxies listen inside the pod.
+    listeners: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -211,6 +249,12 @@ impl PodProxies {
         let outbound = listen(OUTBOUND_PORT)?;
         let inbound_plain = listen(INBOUND_PLAIN_PORT)?;
         let hbone = listen(HBONE_PORT)?;
+        let listeners = outbound
+            .iter()
+            .chain(&inbound_plain)
+            .chain(&hbone)
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let server_tls = hbone::tls::ServerTls::new(cert).map_err(|source| StartError::Tls {
             pod: pod.clone(),
             source,
@@ -234,6 +278,7 @@ impl PodProxies {
         info!(%pod, identity = %context.identity, "proxies started inside the pod");
         Ok(Self {
             context,
+            listeners,
             shutdown,
             tasks,
         })
@@ -241,6 +286,11 @@ impl PodProxies {
 
     pub fn context(&self) -> &Arc<PodContext> {
         &self.context
+    }
+
+    /// The addresses the pod's proxies listen on (inside the pod's namespace).
+    pub fn listeners(&self) -> &[SocketAddr] {
+        &self.listeners
     }
 
     /// Closes the listeners and cuts the pod's connections.

@@ -294,6 +294,11 @@ impl PolicyStore {
         self.by_key.get(key)
     }
 
+    /// Every policy, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
+        self.by_key.values()
+    }
+
     /// The policies that apply to `workload`: global ones, its namespace's, and the
     /// selector-based ones it lists (names of unknown policies are skipped).
     pub fn applicable<'a>(&'a self, workload: &'a Workload) -> impl Iterator<Item = &'a Policy> {

@@ -108,6 +108,13 @@ fn ipv6_unavailable(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(nix::libc::EAFNOSUPPORT)
 }
 
+/// Closes `stream` with a TCP reset instead of a FIN (`SO_LINGER` 0): a refused peer sees
+/// "connection reset", not an empty but orderly response.
+pub fn reset(stream: TcpStream) {
+    let _ = SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+    drop(stream);
+}
+
 /// The destination a redirected connection was originally sent to (`SO_ORIGINAL_DST`).
 pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
     let sock = SockRef::from(stream);

@@ -261,6 +261,11 @@ impl WorkloadState {
         &self.policies
     }
 
+    /// The workloads backing `service` (ordered by uid), healthy or not.
+    pub fn endpoints(&self, service: &ServiceKey) -> &[Arc<Workload>] {
+        self.endpoints.get(service).map_or(&[], Vec::as_slice)
+    }
+
     /// Whether the destination workload's policies let `conn` in.
     pub fn authorize(&self, conn: &ConnectionInfo) -> Result<(), Denied> {
         self.policies.authorize(conn)
@@ -318,17 +323,33 @@ impl WorkloadState {
     }
 }
 
-/// The current state, swapped atomically on updates; readers take a cheap snapshot.
-#[derive(Debug, Default)]
+/// The current state, swapped atomically on updates; readers take a cheap snapshot, and
+/// whoever must react to changes (live connections re-checking their policies)
+/// subscribes.
+#[derive(Debug)]
 pub struct StateStore {
     current: RwLock<Arc<WorkloadState>>,
+    /// Bumped on every replacement.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        Self::new(WorkloadState::default())
+    }
 }
 
 impl StateStore {
     pub fn new(state: WorkloadState) -> Self {
         Self {
             current: RwLock::new(Arc::new(state)),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Notified after every replacement of the state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<WorkloadState> {
@@ -340,6 +361,7 @@ impl StateStore {
 
     pub fn replace(&self, state: WorkloadState) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        self.changes.send_modify(|n| *n += 1);
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`convert`] validates resources into ztunnel's types, [`resources`] holds them per type
 //! and name, [`client`] runs the stream.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api::core::Node;
@@ -83,6 +84,40 @@ pub struct XdsStatus {
     pub rejected: u64,
     /// Why the last refused response was refused.
     pub last_rejection: Option<String>,
+    /// Per subscribed type URL, what its responses did; a type is absent until its first
+    /// response arrives.
+    pub types: BTreeMap<String, XdsTypeStatus>,
+}
+
+impl XdsStatus {
+    /// The subscribed types without an accepted response yet (short names, e.g.
+    /// `Address`), in subscription order: what the first sync still waits for.
+    pub fn awaited_types(&self) -> Vec<&'static str> {
+        TYPE_URLS
+            .iter()
+            .filter(|t| self.types.get(**t).is_none_or(|s| s.applied == 0))
+            .map(|t| short_type(t))
+            .collect()
+    }
+}
+
+/// One type's responses since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdsTypeStatus {
+    /// Responses accepted (ACKed) and refused (NACKed).
+    pub applied: u64,
+    pub rejected: u64,
+    /// The nonce and `system_version_info` of the last accepted response.
+    pub last_applied_nonce: String,
+    pub last_applied_version: String,
+    /// The nonce of the last refused response and why it was refused.
+    pub last_rejected_nonce: Option<String>,
+    pub last_rejection: Option<String>,
+}
+
+/// `Address` for `type.googleapis.com/istio.workload.Address`, for logs and status.
+pub fn short_type(type_url: &str) -> &str {
+    type_url.rsplit(['/', '.']).next().unwrap_or(type_url)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use ztunnel::ca_client::{CaClient, CaClientConfig};
-use ztunnel::cert::{CertError, CertificateSource};
+use ztunnel::cert::{CertError, CertificateSource, CertificateState, CertificateStatus};
 use ztunnel::control_plane::{ControlPlane, ControlPlaneConfig, DEFAULT_SERVER_NAME};
 
 const ECHO: &str = "spiffe://cluster.local/ns/default/sa/echo";
@@ -207,6 +207,19 @@ async fn a_node_gets_its_pods_identity_with_one_request_for_concurrent_callers()
         "default 24 h: {lifetime:?}"
     );
 
+    // What the admin endpoint shows: the certificate held, with its validity.
+    assert_eq!(
+        client.certificates(),
+        vec![CertificateStatus {
+            identity: echo.clone(),
+            state: CertificateState::Available {
+                not_before: cert.not_before(),
+                not_after: cert.not_after(),
+                renewal_error: None,
+            },
+        }]
+    );
+
     // Cached: no new request. Forgotten: the next call asks again.
     assert!(Arc::ptr_eq(&client.certificate(&echo).await.unwrap(), cert));
     assert_eq!(ca.calls(), 1);
@@ -232,6 +245,13 @@ async fn a_node_cannot_get_another_nodes_pod_identity_nor_an_unknown_token_any()
     let text = err.to_string();
     assert!(text.contains(DB) && text.contains("node-0"), "{text}");
     assert!(node0.identities().is_empty(), "a refusal is not cached");
+    let shown = node0.certificates();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].identity, id(DB));
+    assert!(
+        matches!(&shown[0].state, CertificateState::Failed { error, .. } if *error == text),
+        "the refusal is shown: {shown:?}"
+    );
 
     std::fs::write(ca.dir.join("stranger"), "a-token-nobody-knows-0123").unwrap();
     let stranger = ca.client("stranger", CaClientConfig::default());

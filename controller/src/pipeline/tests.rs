@@ -338,6 +338,30 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
     let (before, after, _, _) = step(&store, "an unrelated object");
     assert!(Arc::ptr_eq(&entry(&before, a), &entry(&after, a)));
 
+    // A PeerAuthentication changes what workloads list: every pod is translated again,
+    // and the policies it becomes are published alongside.
+    apply(
+        &mut store,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: web, namespace: demo}\n\
+         spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}, \
+         portLevelMtls: {8080: {mode: PERMISSIVE}}}\n",
+    );
+    let (before, after, _, translated) = step(&store, "a PeerAuthentication");
+    assert_eq!(translated, 2, "every pod");
+    assert!(!Arc::ptr_eq(&entry(&before, a), &entry(&after, a)));
+    let policies = after.resources(api::AUTHORIZATION_TYPE_URL);
+    assert!(
+        policies
+            .get("demo/converted_peer_authentication_web")
+            .is_some()
+    );
+    assert!(
+        policies
+            .get("istio-system/istio_converted_static_strict")
+            .is_some()
+    );
+
     // A pod moves to another node: its node may no longer sign for it.
     apply(
         &mut store,

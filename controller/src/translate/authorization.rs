@@ -73,7 +73,7 @@ pub struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    fn report(&mut self, field: String, message: String) {
+    pub(super) fn report(&mut self, field: String, message: String) {
         self.problems.push(ConfigError {
             file: self.parsed.origin.file.to_path_buf(),
             document: Some(self.parsed.origin.document),

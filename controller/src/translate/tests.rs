@@ -11,6 +11,7 @@ use super::*;
 use crate::manifest::parse_file;
 use crate::source::SourceEvent;
 
+mod peer_authentication;
 mod policies;
 mod workloads;
 

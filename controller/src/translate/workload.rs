@@ -1,5 +1,6 @@
 //! Pods -> `istio.workload.Workload`: identity, addresses, enrollment, telemetry names,
-//! health, the services each pod backs and the selector policies that apply to it.
+//! health, the services each pod backs and the selector policies that apply to it
+//! (including those its PeerAuthentications became).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use super::MeshOptions;
 use super::authorization::TranslatedPolicy;
 use super::labels::{self, Labels};
+use super::peer_authentication::PeerAuthentications;
 use super::service::{ServiceIndex, ip_bytes, services_of};
 use crate::resource::{Owner, PodRecord};
 
@@ -22,6 +24,7 @@ pub struct Context<'a> {
     pub namespaces: &'a BTreeMap<&'a str, &'a Namespace>,
     pub services: &'a ServiceIndex,
     pub policies: &'a [TranslatedPolicy],
+    pub peer_authentications: &'a PeerAuthentications<'a>,
 }
 
 /// The workload for `pod`; `None` while it has no IP, or once it has terminated.
@@ -60,6 +63,7 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         .iter()
         .filter(|p| p.selects(&namespace, pod_labels, &cx.options.root_namespace))
         .map(TranslatedPolicy::resource_name)
+        .chain(cx.peer_authentications.policy_keys(&namespace, pod_labels))
         .collect();
     authorization_policies.sort();
 

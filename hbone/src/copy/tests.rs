@@ -119,3 +119,63 @@ async fn reports_errors_with_counts() {
     assert_eq!(err.source.kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(err.transferred, Transferred::default());
 }
+
+#[tokio::test]
+async fn a_stopped_copy_fails_with_the_reason_and_the_bytes_moved_so_far() {
+    let (mut client, mut proxy_a) = duplex(64 * 1024);
+    let (mut proxy_b, mut server) = duplex(64 * 1024);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+            io::Error::new(io::ErrorKind::PermissionDenied, "now denied by policy")
+        };
+        copy_until(copy_bidirectional(&mut proxy_a, &mut proxy_b), stop).await
+    });
+    client.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    server.read_exact(&mut got).await.unwrap();
+    server.write_all(b"hi").await.unwrap();
+    let mut back = [0u8; 2];
+    client.read_exact(&mut back).await.unwrap();
+
+    stop_tx.send(()).unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), proxy)
+        .await
+        .expect("the copy stops when told")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.source.kind(), io::ErrorKind::PermissionDenied);
+    assert_eq!(
+        err.transferred,
+        Transferred {
+            a_to_b: 5,
+            b_to_a: 2
+        }
+    );
+    // Both proxy ends are gone: the client sees the end of its stream.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn a_copy_that_ends_first_is_not_stopped() {
+    let (mut client, mut proxy_a) = duplex(1024);
+    let (mut proxy_b, mut server) = duplex(1024);
+    let proxy = tokio::spawn(async move {
+        copy_until(
+            copy_bidirectional(&mut proxy_a, &mut proxy_b),
+            std::future::pending(),
+        )
+        .await
+    });
+    client.write_all(b"x").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    server.shutdown().await.unwrap();
+    assert_eq!(got, b"x");
+    let t = proxy.await.unwrap().unwrap();
+    assert_eq!(t.a_to_b, 1);
+}

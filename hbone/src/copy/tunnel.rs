@@ -19,7 +19,7 @@ const MAX_CHUNK: usize = 64 * 1024;
 
 /// Copies `stream -> tunnel` and `tunnel -> stream` until both directions reached EOF, with
 /// half-close, like [`super::copy_bidirectional`]. `a_to_b` counts stream -> tunnel.
-pub async fn copy_tunnel<S>(stream: &mut S, tunnel: &mut H2Stream) -> Result<Transferred, CopyError>
+pub fn copy_tunnel<'a, S>(stream: &'a mut S, tunnel: &'a mut H2Stream) -> CopyTunnel<'a, S>
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
@@ -29,14 +29,32 @@ where
         into: IntoTunnel::new(),
         from: FromTunnel::default(),
     }
-    .await
 }
 
-struct CopyTunnel<'a, S: ?Sized> {
+/// The future of [`copy_tunnel`].
+pub struct CopyTunnel<'a, S: ?Sized> {
     stream: &'a mut S,
     tunnel: &'a mut H2Stream,
     into: IntoTunnel,
     from: FromTunnel,
+}
+
+impl<S: ?Sized> std::fmt::Debug for CopyTunnel<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::Progress as _;
+        f.debug_struct("CopyTunnel")
+            .field("transferred", &self.transferred())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ?Sized> super::Progress for CopyTunnel<'_, S> {
+    fn transferred(&self) -> Transferred {
+        Transferred {
+            a_to_b: self.into.total,
+            b_to_a: self.from.total,
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Future for CopyTunnel<'_, S> {

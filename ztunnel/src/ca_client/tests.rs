@@ -185,3 +185,69 @@ fn backoff_doubles_up_to_the_cap() {
     }
     assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
 }
+
+/// Every wait below is bounded by this.
+const BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn held_certificates_show_requests_in_flight_and_failures() {
+    use crate::control_plane::{ControlPlaneConfig, DEFAULT_SERVER_NAME};
+    // A "CA" that completes TCP handshakes (the kernel does) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!("ztunnel-ca-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("root.pem"), TestCa::new().root_pem()).unwrap();
+    std::fs::write(dir.join("token"), "token").unwrap();
+    let control_plane = ControlPlane::new(&ControlPlaneConfig {
+        address: silent.local_addr().unwrap().to_string(),
+        server_name: DEFAULT_SERVER_NAME.into(),
+        root_cert: dir.join("root.pem"),
+        token_file: dir.join("token"),
+    })
+    .unwrap();
+    let config = CaClientConfig {
+        request_timeout: Duration::from_millis(500),
+        ..CaClientConfig::default()
+    };
+    let client = Arc::new(CaClient::new(control_plane, config));
+    let echo = id(ECHO);
+    assert!(client.certificates().is_empty());
+
+    let call = tokio::spawn({
+        let (client, echo) = (client.clone(), echo.clone());
+        async move { client.certificate(&echo).await }
+    });
+    tokio::time::timeout(BOUND, async {
+        while client.certificates().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the request shows up");
+    let pending = client.certificates();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].identity, echo);
+    assert_eq!(pending[0].state, CertificateState::Pending);
+
+    let err = tokio::time::timeout(BOUND, call)
+        .await
+        .expect("the request times out")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, CertError::CaUnreachable { .. }), "{err}");
+    let failed = client.certificates();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    match &failed[0].state {
+        CertificateState::Failed { error, .. } => {
+            assert_eq!(error, &err.to_string());
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(client.identities().is_empty(), "a failure is not cached");
+    client.forget(&echo);
+    assert!(
+        client.certificates().is_empty(),
+        "forgotten with the identity"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,6 +2,7 @@
 //! (the authority must be this pod: 400; the pod's authorization policies: 401) and
 //! connected to the app with the client's source IP.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,18 @@ impl ConnectHandler for InboundHandler {
             Err(Refusal::Denied(denied)) => {
                 warn!(src.addr = %request.peer_addr, src.identity = %src, dst.addr = %target, dst.identity = %self.context.identity, policy = %denied.policy, reason = %denied.reason, "inbound CONNECT denied by authorization policy");
                 Decision::Reject(StatusCode::UNAUTHORIZED)
+            }
+        }
+    }
+
+    fn revoked(&self, request: &InboundConnect) -> impl Future<Output = io::Error> + Send {
+        let context = self.context.clone();
+        let (src_ip, src) = (request.peer_addr.ip(), request.peer_identity.clone());
+        let target = request.authority.socket_addr();
+        async move {
+            match target {
+                Some(target) => context.revoked(src_ip, Some(src), target).await,
+                None => std::future::pending().await, // never accepted
             }
         }
     }

@@ -1,12 +1,14 @@
 //! Inbound plaintext (15006): TCP from clients outside the mesh, redirected by the pod's
 //! capture rules. PERMISSIVE: accepted (unless the pod's authorization policies refuse a
-//! peer without identity) and connected to the app with the client's IP.
+//! peer without identity) and connected to the app with the client's IP. STRICT mTLS
+//! reaches ztunnel as such a policy (a DENY of connections without a principal), so a
+//! refused connection is reset, whichever policy refused it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hbone::copy_bidirectional;
+use hbone::{copy_bidirectional, copy_until};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -32,11 +34,13 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
     match context.admit(peer.ip(), None, dst) {
         Ok(()) => {}
         Err(Refusal::NotThisPod) => {
-            warn!(%dst, "plaintext connection for an address that is not this pod; closing");
+            warn!(%dst, "plaintext connection for an address that is not this pod; resetting");
+            crate::socket::reset(client);
             return;
         }
         Err(Refusal::Denied(denied)) => {
-            warn!(src.addr = %peer, dst.addr = %dst, dst.identity = %context.identity, policy = %denied.policy, reason = %denied.reason, "plaintext connection denied by authorization policy; closing");
+            warn!(src.addr = %peer, dst.addr = %dst, dst.identity = %context.identity, policy = %denied.policy, reason = %denied.reason, response_flags = "DENY", "plaintext connection denied by authorization policy; resetting");
+            crate::socket::reset(client);
             return;
         }
     }
@@ -47,7 +51,9 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
             return;
         }
     };
-    let (transferred, error) = match copy_bidirectional(&mut client, &mut upstream).await {
+    let revoked = context.revoked(peer.ip(), None, dst);
+    let copy = copy_bidirectional(&mut client, &mut upstream);
+    let (transferred, error) = match copy_until(copy, revoked).await {
         Ok(t) => (t, None),
         Err(e) => (e.transferred, Some(e.source.to_string())),
     };

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
 use super::resources::Resources;
-use super::{TYPE_URLS, XdsConfig, XdsStatus};
+use super::{TYPE_URLS, XdsConfig, XdsStatus, short_type};
 use crate::control_plane::ControlPlane;
 use crate::proxy::stopped;
 use crate::state::StateStore;
@@ -165,11 +165,17 @@ impl XdsClient {
                     "xds update applied"
                 );
                 self.store.replace(state);
-                self.synced_types.insert(response.type_url);
-                let synced = TYPE_URLS.iter().all(|t| self.synced_types.contains(*t));
+                let synced = {
+                    self.synced_types.insert(response.type_url.clone());
+                    TYPE_URLS.iter().all(|t| self.synced_types.contains(*t))
+                };
                 self.status.send_modify(|s| {
                     s.applied += 1;
                     s.synced |= synced;
+                    let of_type = s.types.entry(response.type_url).or_default();
+                    of_type.applied += 1;
+                    of_type.last_applied_nonce = response.nonce;
+                    of_type.last_applied_version = response.system_version_info;
                 });
                 *delay = self.config.backoff.initial;
             }
@@ -179,6 +185,10 @@ impl XdsClient {
                 self.status.send_modify(|s| {
                     s.rejected += 1;
                     s.last_rejection = Some(message.clone());
+                    let of_type = s.types.entry(response.type_url).or_default();
+                    of_type.rejected += 1;
+                    of_type.last_rejected_nonce = Some(response.nonce);
+                    of_type.last_rejection = Some(message.clone());
                 });
                 reply.error_detail = Some(rpc::Status {
                     code: tonic::Code::InvalidArgument as i32,
@@ -189,9 +199,4 @@ impl XdsClient {
         }
         reply
     }
-}
-
-/// `Address` for `type.googleapis.com/istio.workload.Address`, for logs.
-fn short_type(type_url: &str) -> &str {
-    type_url.rsplit(['/', '.']).next().unwrap_or(type_url)
 }

@@ -327,6 +327,20 @@ async fn an_invalid_response_is_nacked_and_the_last_good_state_stays() {
     );
     assert!(zt.store.snapshot().workload("c").is_none());
     assert_eq!(zt.status.borrow().rejected, 2);
+    {
+        let status = zt.status.borrow();
+        let address = &status.types[api::ADDRESS_TYPE_URL];
+        assert_eq!(address.rejected, 2);
+        assert_eq!(address.last_rejected_nonce.as_deref(), Some("n4"));
+        assert!(
+            address
+                .last_rejection
+                .as_deref()
+                .is_some_and(|m| m.contains("workload c")),
+            "{address:?}"
+        );
+        assert_eq!(status.types[api::AUTHORIZATION_TYPE_URL].rejected, 0);
+    }
 
     let fixed = vec![workload("a", [10, 0, 0, 5], "2")];
     assert_ack(
@@ -334,6 +348,10 @@ async fn an_invalid_response_is_nacked_and_the_last_good_state_stays() {
             .push(response(api::ADDRESS_TYPE_URL, "n5", fixed, &[]))
             .await,
         api::ADDRESS_TYPE_URL,
+    );
+    assert_eq!(
+        zt.status.borrow().types[api::ADDRESS_TYPE_URL].last_applied_nonce,
+        "n5"
     );
     assert_eq!(
         zt.store.snapshot().workload("a").unwrap().addresses[0].to_string(),
