@@ -3,11 +3,17 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tracing::Subscriber;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// Returns the allocator's free memory to the system (glibc's `malloc_trim`): free memory
 /// at the top of each heap and unused whole pages inside them. glibc otherwise keeps what
@@ -34,24 +40,146 @@ fn trim_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
 
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines: `time LEVEL spans: target: message key=value ...`.
+    Text,
+    /// One JSON object per line, the event's fields nested under `"fields"`
+    /// (tracing-subscriber's default JSON).
+    Json,
+    /// One JSON object per line with the event's fields at the top level, next to
+    /// `timestamp`, `level`, `target` and `message`: what log collectors index directly.
+    FlatJson,
+}
+
 /// Logs to stderr, coloured only on a terminal (log files and collectors get plain text).
 /// `filter` overrides `RUST_LOG`, which defaults to `info`; an invalid `filter` is an
 /// error. A second call (tests running an app twice in one process) keeps the first.
+/// The filter can be read and replaced later through [`log_filter`].
 pub fn init_logging(filter: Option<&str>, json: bool) -> Result<(), String> {
+    let format = if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    init_logging_as(filter, format)
+}
+
+/// [`init_logging`] with a choice of [`LogFormat`].
+pub fn init_logging_as(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
     let filter = match filter {
-        Some(f) => EnvFilter::try_new(f).map_err(|e| format!("invalid log filter {f:?}: {e}"))?,
+        Some(f) => parse_filter(f)?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        drop(builder.json().try_init());
-    } else {
-        drop(builder.try_init());
+    let (filter_layer, handle) = LogFilter::layer(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let installed = tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(format_layer(format, std::io::stderr, ansi))
+        .try_init()
+        .is_ok();
+    if installed {
+        // Only the first call installs a subscriber; its handle is the one that matters.
+        let _ = LOG_FILTER.set(handle);
     }
     Ok(())
+}
+
+/// The layer that writes events to `writer` in `format` (`ansi`: colours, text only).
+/// [`init_logging_as`] writes with it to stderr; tests can capture exactly the lines the
+/// processes write.
+pub fn format_layer<S, W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Text => layer.with_ansi(ansi).boxed(),
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::FlatJson => layer.json().flatten_event(true).boxed(),
+    }
+}
+
+fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(directives).map_err(|e| format!("invalid log filter {directives:?}: {e}"))
+}
+
+/// The filter [`init_logging`] installed, if it installed one.
+static LOG_FILTER: OnceLock<LogFilter> = OnceLock::new();
+
+/// The running process's log filter (as `RUST_LOG` or `init_logging`'s `filter` set it),
+/// to be read and replaced at runtime; `None` before [`init_logging`] or when another
+/// subscriber was installed first.
+pub fn log_filter() -> Option<LogFilter> {
+    LOG_FILTER.get().cloned()
+}
+
+/// Reads and replaces a log filter while the process runs (ztunnel's `/logging`). A
+/// change applies to every thread at once, including events already seen once (their
+/// cached interest is rebuilt). Cheap to clone; all clones act on the same filter.
+#[derive(Clone)]
+pub struct LogFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// The filter it started with, for [`LogFilter::reset`].
+    initial: Arc<str>,
+}
+
+impl std::fmt::Debug for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFilter")
+            .field("current", &self.current())
+            .field("initial", &self.initial)
+            .finish()
+    }
+}
+
+impl LogFilter {
+    /// A filter layer starting as `directives` (`RUST_LOG` syntax, e.g.
+    /// `info,access=debug`) and the handle that changes it. The layer goes directly on a
+    /// [`Registry`], under the layers that write.
+    pub fn new(directives: &str) -> Result<(reload::Layer<EnvFilter, Registry>, Self), String> {
+        Ok(Self::layer(parse_filter(directives)?))
+    }
+
+    fn layer(filter: EnvFilter) -> (reload::Layer<EnvFilter, Registry>, Self) {
+        let initial = filter.to_string().into();
+        let (layer, handle) = reload::Layer::new(filter);
+        (layer, LogFilter { handle, initial })
+    }
+
+    /// The filter in force, as directives (`EnvFilter`'s own rendering, e.g.
+    /// `access=debug,info`).
+    pub fn current(&self) -> String {
+        self.handle
+            .with_current(ToString::to_string)
+            .unwrap_or_else(|e| format!("unavailable ({e})"))
+    }
+
+    /// Replaces the filter with `directives`; answers the new filter. Invalid directives
+    /// are an error and change nothing.
+    pub fn set(&self, directives: &str) -> Result<String, String> {
+        let directives = directives.trim();
+        if directives.is_empty() {
+            return Err("empty log filter".into());
+        }
+        let filter = parse_filter(directives)?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log filter: {e}"))?;
+        Ok(self.current())
+    }
+
+    /// Goes back to the filter it started with; answers it.
+    pub fn reset(&self) -> Result<String, String> {
+        let initial = self.initial.clone();
+        self.set(&initial)
+    }
 }
 
 /// Runs `main` on a tokio runtime and turns its outcome into the exit code, logging the
@@ -127,6 +255,93 @@ mod tests {
     fn an_invalid_filter_is_an_error() {
         let err = init_logging(Some("info,[[["), false).unwrap_err();
         assert!(err.contains("invalid log filter"), "{err}");
+    }
+
+    /// Collects what a format layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn the_filter_is_read_and_replaced_at_runtime() {
+        let (layer, filter) = LogFilter::new("info").unwrap();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(layer)
+            .with(format_layer(LogFormat::Text, move || writer.clone(), false));
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(filter.current(), "info");
+            assert!(!tracing::enabled!(tracing::Level::DEBUG));
+            tracing::debug!("hidden");
+
+            assert_eq!(filter.set("debug"), Ok("debug".to_owned()));
+            assert!(tracing::enabled!(tracing::Level::DEBUG));
+            tracing::debug!("shown");
+
+            // Per target: `access` at debug, the rest at warn.
+            let now = filter.set(" access=debug,warn ").unwrap();
+            assert!(
+                now.contains("access=debug") && now.contains("warn"),
+                "{now}"
+            );
+            assert!(tracing::enabled!(target: "access", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(tracing::Level::INFO));
+
+            let err = filter.set("info,[[[").unwrap_err();
+            assert!(err.contains("invalid log filter"), "{err}");
+            assert_eq!(filter.set("  ").unwrap_err(), "empty log filter");
+            assert_eq!(filter.current(), now, "a bad filter changes nothing");
+
+            assert_eq!(filter.reset(), Ok("info".to_owned()));
+            assert!(!tracing::enabled!(tracing::Level::DEBUG));
+        });
+        let text = captured.text();
+        assert!(text.contains("shown") && !text.contains("hidden"), "{text}");
+    }
+
+    #[test]
+    fn flat_json_puts_the_fields_at_the_top_level() {
+        let line = |format| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::registry().with(format_layer(
+                format,
+                move || writer.clone(),
+                false,
+            ));
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::event!(target: "access", tracing::Level::INFO, src.addr = "10.0.0.1:1234", bytes_sent = 7u64, "closed");
+            });
+            let text = captured.text();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let flat = line(LogFormat::FlatJson);
+        assert_eq!(flat["target"], "access");
+        assert_eq!(flat["level"], "INFO");
+        assert_eq!(flat["message"], "closed");
+        assert_eq!(flat["src.addr"], "10.0.0.1:1234");
+        assert_eq!(flat["bytes_sent"], 7);
+        // The other binaries' JSON is unchanged: fields under "fields".
+        let nested = line(LogFormat::Json);
+        assert_eq!(nested["fields"]["src.addr"], "10.0.0.1:1234");
+        assert!(nested.get("src.addr").is_none());
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 //! - `GET /config_dump`: JSON of everything ztunnel holds — workloads, services and
 //!   policies from the state, the certificates of the identities it serves, the pods the
 //!   node agent handed over and their proxies, the xDS client's progress and readiness;
+//! - `GET /logging`: the log filter in force; `POST /logging?level=FILTER` replaces it
+//!   (`RUST_LOG` syntax: `debug`, `access=debug,info`, ...; 400 if invalid), `POST
+//!   /logging?reset` restores the one ztunnel started with;
 //! - `POST /quitquitquit`: the same graceful stop as SIGTERM;
 //! - `GET /`: the list of endpoints.
 //!
@@ -64,6 +67,9 @@ pub struct AdminState {
     pub xds: Option<watch::Receiver<XdsStatus>>,
     pub readiness: Readiness,
     pub shutdown: Shutdown,
+    /// The process's log filter, for `/logging`; `None` when logging was not set up
+    /// through `runtime::init_logging`.
+    pub log_filter: Option<runtime::LogFilter>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -75,11 +81,15 @@ impl std::fmt::Debug for AdminState {
 }
 
 /// The endpoints, for `GET /`.
-const ENDPOINTS: [(&str, &str); 3] = [
+const ENDPOINTS: [(&str, &str); 4] = [
     ("/", "GET: this list"),
     (
         "/config_dump",
         "GET: workloads, services, policies, certificates, pods, xDS status and readiness (JSON)",
+    ),
+    (
+        "/logging",
+        "GET: the log filter; POST ?level=FILTER (RUST_LOG syntax, e.g. debug or access=debug,info) replaces it, POST ?reset restores the initial one",
     ),
     (
         "/quitquitquit",
@@ -111,6 +121,9 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
             json_response(StatusCode::OK, &index.into())
         }
         "/config_dump" if readable => json_response(StatusCode::OK, &config_dump(admin)),
+        "/logging" if readable || method == Method::POST => {
+            logging(admin.log_filter.as_ref(), method, request.uri().query())
+        }
         "/quitquitquit" if method == Method::POST => {
             info!("POST /quitquitquit: stopping");
             admin.shutdown.trigger();
@@ -118,6 +131,7 @@ fn respond(admin: &AdminState, request: &Request<Incoming>) -> Response<Full<Byt
         }
         "/" | "/config_dump" => not_allowed("GET"),
         "/quitquitquit" => not_allowed("POST"),
+        "/logging" => not_allowed("GET, POST"),
         path => text(
             StatusCode::NOT_FOUND,
             format!("no endpoint {path}; GET / lists them"),
@@ -134,6 +148,63 @@ fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+/// `GET /logging` (the filter in force) and `POST /logging?level=FILTER` or `?reset`
+/// (replace it, answer the new one). `FILTER` is percent-decoded.
+fn logging(
+    filter: Option<&runtime::LogFilter>,
+    method: &Method,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    const USAGE: &str = "use POST /logging?level=FILTER (RUST_LOG syntax, e.g. level=debug or \
+                         level=access=debug,info) or POST /logging?reset";
+    let Some(filter) = filter else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process's log filter cannot be changed",
+        );
+    };
+    if method != Method::POST {
+        return text(
+            StatusCode::OK,
+            format!("current log level is {}", filter.current()),
+        );
+    }
+    let mut params = query.unwrap_or("").split('&').filter(|p| !p.is_empty());
+    let (first, more) = (params.next(), params.next());
+    let changed = match (first.map(|p| p.split_once('=').unwrap_or((p, ""))), more) {
+        (Some(("level", level)), None) => match percent_decode(level) {
+            Some(level) => filter.set(&level),
+            None => Err(format!("level {level:?} is not validly percent-encoded")),
+        },
+        (Some(("reset", "")), None) => filter.reset(),
+        _ => Err(USAGE.to_owned()),
+    };
+    match changed {
+        Ok(now) => {
+            info!(filter = %now, "log filter changed through the admin endpoint");
+            text(StatusCode::OK, format!("current log level is {now}"))
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `%XX` escapes decoded (`+` is left alone: filters never contain spaces); `None` for a
+/// malformed escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Everything ztunnel holds, as served by `GET /config_dump`.
@@ -206,7 +277,9 @@ pub fn config_dump(admin: &AdminState) -> Value {
                 "action": match p.action {
                     Action::Allow => "ALLOW",
                     Action::Deny => "DENY",
+                    Action::Audit => "AUDIT",
                 },
+                "dryRun": p.dry_run,
                 "groups": p.groups.len(),
             })
         })

@@ -31,8 +31,13 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The level comes from RUST_LOG; there is no filter flag to get wrong.
-    let _ = runtime::init_logging(None, config.log_format == LogFormat::Json);
+    // The level comes from RUST_LOG (and `POST /logging` later); there is no filter flag
+    // to get wrong. JSON is flat: access lines' fields at the top level.
+    let format = match config.log_format {
+        LogFormat::Text => runtime::LogFormat::Text,
+        LogFormat::Json => runtime::LogFormat::FlatJson,
+    };
+    let _ = runtime::init_logging_as(None, format);
     runtime::block_on(Some(config.worker_threads), run(config))
 }
 
@@ -174,6 +179,7 @@ async fn run(config: Config) -> Result<(), String> {
             xds: xds_status.clone(),
             readiness,
             shutdown: stop,
+            log_filter: runtime::log_filter(),
         },
     )));
     tasks.push(tokio::spawn(crate::memory::trim_after_traffic(

@@ -25,9 +25,11 @@ usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name
                         of asking the controller                                   [ZTUNNEL_CA_DIR]
   --zds-socket PATH     the node agent's ZDS socket (default /var/run/ztunnel/ztunnel.sock) [ZTUNNEL_ZDS_SOCKET]
   --trust-domain TD     trust domain for pods the state does not know (default cluster.local)
-  --log-format FORMAT   text (default) or json; the level comes from RUST_LOG (default info)
+  --log-format FORMAT   text (default) or json (one object per line, fields at the top level);
+                        the filter comes from RUST_LOG (default info; access lines: target
+                        `access`) and can be changed at runtime with POST /logging
   --worker-threads N    proxy threads (default 1: one thread serves every pod)         [ZTUNNEL_WORKER_THREADS]
-  --admin-address ADDR  admin endpoint: GET /config_dump, POST /quitquitquit
+  --admin-address ADDR  admin endpoint: GET /config_dump, GET|POST /logging, POST /quitquitquit
                         (default 127.0.0.1:15000; a wildcard address is refused)   [ZTUNNEL_ADMIN_ADDRESS]
   --readiness-address ADDR
                         readiness: GET /healthz/ready (default 0.0.0.0:15021)      [ZTUNNEL_READINESS_ADDRESS]

@@ -4,9 +4,11 @@
 //! ([`zds_client`]); for each pod ztunnel listens *inside* the pod ([`socket`]) on the
 //! outbound, inbound-plaintext and HBONE ports ([`proxy`]), resolving destinations
 //! against one shared [`state`] and presenting certificates from one [`cert`] source.
-//! [`memory`] hands freed heap back after traffic. [`admin`] serves `config_dump` and
-//! `quitquitquit` on localhost:15000, [`readiness`] `/healthz/ready` on 15021.
+//! [`memory`] hands freed heap back after traffic; [`access_log`] writes one line per
+//! closed connection. [`admin`] serves `config_dump`, `logging` and `quitquitquit` on
+//! localhost:15000, [`readiness`] `/healthz/ready` on 15021.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod ca_client;

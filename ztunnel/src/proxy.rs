@@ -111,7 +111,47 @@ impl PodContext {
         dst: SocketAddr,
     ) -> Result<(), Refusal> {
         let state = self.inputs.state.snapshot();
-        admit(&state, &self.info, src_ip, src_identity, dst)
+        let verdict = admit(&state, &self.info, src_ip, src_identity, dst);
+        if !matches!(verdict, Err(Refusal::NotThisPod)) {
+            self.log_observed(&state, src_ip, src_identity, dst);
+        }
+        verdict
+    }
+
+    /// Logs what the policies that enforce nothing make of a new connection: the AUDIT
+    /// policies it matches, and a dry-run verdict that would refuse it.
+    fn log_observed(
+        &self,
+        state: &WorkloadState,
+        src_ip: IpAddr,
+        src_identity: Option<&Identity>,
+        dst: SocketAddr,
+    ) {
+        let Some(workload) = state.pod(&self.info.namespace, &self.info.name) else {
+            return;
+        };
+        let observed = state.policies().observe(&ConnectionInfo {
+            src_ip,
+            src_identity: src_identity.cloned(),
+            dst_ip: dst.ip(),
+            dst_port: dst.port(),
+            dst_workload: workload.clone(),
+        });
+        let src = src_identity.map(ToString::to_string).unwrap_or_default();
+        if !observed.audited_by.is_empty() {
+            info!(
+                src.addr = %src_ip, src.identity = %src, dst.addr = %dst,
+                dst.identity = %self.identity, policy = %observed.audited_by.join(", "),
+                "connection audited by authorization policy"
+            );
+        }
+        if let Some(Err(denied)) = observed.dry_run {
+            info!(
+                src.addr = %src_ip, src.identity = %src, dst.addr = %dst,
+                dst.identity = %self.identity, policy = %denied.policy, reason = %denied.reason,
+                "dry-run authorization policy would deny this connection (not enforced)"
+            );
+        }
     }
 
     /// Resolves once a change of state makes policy deny an admitted connection, with the
@@ -131,7 +171,10 @@ impl PodContext {
             if changes.changed().await.is_err() {
                 return std::future::pending().await; // the state is gone: nothing changes
             }
-            if let Err(Refusal::Denied(denied)) = self.admit(src_ip, src_identity.as_ref(), dst) {
+            let state = self.inputs.state.snapshot();
+            if let Err(Refusal::Denied(denied)) =
+                admit(&state, &self.info, src_ip, src_identity.as_ref(), dst)
+            {
                 warn!(
                     src.addr = %src_ip,
                     src.identity = src_identity.as_ref().map(ToString::to_string).unwrap_or_default(),

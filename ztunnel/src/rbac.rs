@@ -30,6 +30,8 @@ pub enum Scope {
 pub enum Action {
     Allow,
     Deny,
+    /// A matching connection is logged as audited; allow and deny are unaffected.
+    Audit,
 }
 
 /// One policy. The nesting is Istio's: the policy matches when any group matches, a
@@ -42,6 +44,8 @@ pub struct Policy {
     pub scope: Scope,
     pub action: Action,
     pub groups: Vec<Vec<Vec<Match>>>,
+    /// Evaluated and logged, never enforced (`istio.io/dry-run`).
+    pub dry_run: bool,
 }
 
 /// Conditions on a connection. Values within a field are alternatives; every non-empty
@@ -315,33 +319,82 @@ impl PolicyStore {
             .map(|p| p.as_ref())
     }
 
-    /// Decides a connection to `conn.dst_workload` with Istio's evaluation order.
+    /// Decides a connection to `conn.dst_workload` with Istio's evaluation order, over
+    /// the policies that are enforced (not AUDIT, not dry-run).
     pub fn authorize(&self, conn: &ConnectionInfo) -> Result<(), Denied> {
-        let peer = Peer::of(conn);
-        let mut allows = Vec::new();
-        for policy in self.applicable(&conn.dst_workload) {
-            match policy.action {
-                Action::Deny if policy.matches_peer(conn, &peer) => {
-                    return Err(Denied {
-                        policy: policy.key(),
-                        reason: DenyReason::DenyPolicyMatched,
-                    });
-                }
-                Action::Deny => {}
-                Action::Allow => allows.push(policy),
-            }
-        }
-        if allows.is_empty() || allows.iter().any(|p| p.matches_peer(conn, &peer)) {
-            return Ok(());
-        }
-        let mut names: Vec<String> = allows.iter().map(|p| p.key()).collect();
-        names.sort();
-        names.dedup();
-        Err(Denied {
-            policy: names.join(", "),
-            reason: DenyReason::NoAllowPolicyMatched,
-        })
+        let enforced = self
+            .applicable(&conn.dst_workload)
+            .filter(|p| !p.dry_run && p.action != Action::Audit);
+        decide(enforced, conn, &Peer::of(conn))
     }
+
+    /// What the policies that enforce nothing make of a connection: the AUDIT policies
+    /// it matches, and the verdict the dry-run policies alone would give.
+    pub fn observe(&self, conn: &ConnectionInfo) -> Observed {
+        let peer = Peer::of(conn);
+        let applicable: Vec<&Policy> = self.applicable(&conn.dst_workload).collect();
+        let mut audited_by: Vec<String> = applicable
+            .iter()
+            .filter(|p| p.action == Action::Audit && !p.dry_run && p.matches_peer(conn, &peer))
+            .map(|p| p.key())
+            .collect();
+        audited_by.sort();
+        audited_by.dedup();
+        let mut dry_run = applicable
+            .iter()
+            .copied()
+            .filter(|p| p.dry_run && p.action != Action::Audit)
+            .peekable();
+        let dry_run = dry_run
+            .peek()
+            .is_some()
+            .then(|| decide(dry_run, conn, &peer));
+        Observed {
+            audited_by,
+            dry_run,
+        }
+    }
+}
+
+/// What [`PolicyStore::observe`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `namespace/name` of each AUDIT policy the connection matches, sorted.
+    pub audited_by: Vec<String>,
+    /// The verdict of the dry-run policies alone; `None` when none applies.
+    pub dry_run: Option<Result<(), Denied>>,
+}
+
+/// Istio's evaluation order over `policies` (ALLOW and DENY ones): a matching DENY
+/// denies; with no ALLOW policy the connection is allowed; else some ALLOW must match.
+fn decide<'a>(
+    policies: impl Iterator<Item = &'a Policy>,
+    conn: &ConnectionInfo,
+    peer: &Peer<'_>,
+) -> Result<(), Denied> {
+    let mut allows = Vec::new();
+    for policy in policies {
+        match policy.action {
+            Action::Deny if policy.matches_peer(conn, peer) => {
+                return Err(Denied {
+                    policy: policy.key(),
+                    reason: DenyReason::DenyPolicyMatched,
+                });
+            }
+            Action::Deny | Action::Audit => {}
+            Action::Allow => allows.push(policy),
+        }
+    }
+    if allows.is_empty() || allows.iter().any(|p| p.matches_peer(conn, peer)) {
+        return Ok(());
+    }
+    let mut names: Vec<String> = allows.iter().map(|p| p.key()).collect();
+    names.sort();
+    names.dedup();
+    Err(Denied {
+        policy: names.join(", "),
+        reason: DenyReason::NoAllowPolicyMatched,
+    })
 }
 
 #[cfg(test)]

@@ -185,6 +185,26 @@ async fn standalone_ztunnel_is_ready_with_its_state_file_and_quits_on_request() 
     assert_eq!(dump["readiness"]["ready"], true);
     assert!(dump.get("xds").is_none(), "no xDS without a controller");
 
+    // The process's own log filter (the one `runtime::init_logging` installed).
+    let level = request(admin, "GET", "/logging").await;
+    assert_eq!(level.status, 200, "{}", level.body);
+    assert!(
+        level.body.starts_with("current log level is "),
+        "{}",
+        level.body
+    );
+    let set = request(admin, "POST", "/logging?level=warn,access=info").await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert!(set.body.contains("access=info"), "{}", set.body);
+    assert_eq!(
+        request(admin, "POST", "/logging?level=%5B").await.status,
+        400
+    );
+    assert_eq!(
+        request(admin, "POST", "/logging?reset").await.body,
+        level.body
+    );
+
     quit(admin, ztunnel).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -84,8 +84,10 @@ impl Reporter<'_> {
     }
 }
 
-/// One policy; `None` when ztunnel does not enforce it (bound to a waypoint with
-/// targetRefs, or an AUDIT / CUSTOM action, which is reported).
+/// One policy; `None` when ztunnel does not evaluate it (bound to a waypoint with
+/// targetRefs, or a CUSTOM action, which is reported). AUDIT policies and dry-run ones
+/// (annotation `istio.io/dry-run: "true"`) are sent with our extensions of the workload
+/// API (`Action::Audit`, `dry_run`): ztunnel logs what they match and enforces nothing.
 pub fn translate(
     policy: &AuthorizationPolicy,
     root_namespace: &str,
@@ -98,15 +100,9 @@ pub fn translate(
     let action = match spec.action() {
         PolicyAction::Allow => Action::Allow,
         PolicyAction::Deny => Action::Deny,
-        PolicyAction::Audit => {
-            report.report(
-                "spec.action".into(),
-                "ztunnel does not enforce AUDIT policies, so this policy is not sent to it; \
-                 attach it to a waypoint with targetRefs to audit requests"
-                    .into(),
-            );
-            return None;
-        }
+        // Our extension of the workload API (istiod does not send these to ztunnel):
+        // matching connections are logged as audited, nothing is enforced.
+        PolicyAction::Audit => Action::Audit,
         PolicyAction::Custom => {
             report.report(
                 "spec.action".into(),
@@ -141,9 +137,37 @@ pub fn translate(
             scope: scope as i32,
             action: action as i32,
             groups,
+            dry_run: dry_run(policy, report),
         },
         selector,
     })
+}
+
+/// The annotation that makes a policy dry-run: evaluated and logged, never enforced.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+/// Whether `policy` is dry-run. Istio accepts `"true"` and `"false"`; anything else is
+/// reported and read as `false` (the policy is enforced, as Istio does).
+fn dry_run(policy: &AuthorizationPolicy, report: &mut Reporter<'_>) -> bool {
+    let value = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DRY_RUN_ANNOTATION));
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            report.report(
+                format!("metadata.annotations.{DRY_RUN_ANNOTATION}"),
+                format!(
+                    "{:?} is not \"true\" or \"false\"; the policy is enforced",
+                    value.map(String::as_str).unwrap_or_default()
+                ),
+            );
+            false
+        }
+    }
 }
 
 /// One rule as a group of ANDed clauses; `None` for an ALLOW rule ztunnel cannot
@@ -237,6 +261,10 @@ fn group(
             Action::Deny => {
                 "in a DENY policy it is ignored, so the rule denies matching connections \
                  whatever their HTTP requests (stricter than written)"
+            }
+            Action::Audit => {
+                "in an AUDIT policy it is ignored, so the rule audits matching connections \
+                 whatever their HTTP requests (more than written)"
             }
         };
         report.report(

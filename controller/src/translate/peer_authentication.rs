@@ -265,6 +265,7 @@ fn static_strict(root_namespace: &str) -> Authorization {
         groups: vec![Group {
             rules: vec![one_rule(plaintext())],
         }],
+        dry_run: false,
     }
 }
 
@@ -336,5 +337,6 @@ fn convert(peer: &Peer<'_>, parent_strict: bool) -> Option<Authorization> {
         scope: Scope::WorkloadSelector as i32,
         action: Action::Deny as i32,
         groups,
+        dry_run: false,
     })
 }

@@ -253,13 +253,17 @@ fn render_authorization(a: &Authorization) -> Value {
             json!({ "rules": rules })
         })
         .collect();
-    json!({
+    let mut out = json!({
         "name": a.name,
         "namespace": a.namespace,
         "scope": name(a.scope, security::Scope::as_str_name),
         "action": name(a.action, security::Action::as_str_name),
         "groups": groups,
-    })
+    });
+    if a.dry_run {
+        out["dryRun"] = json!(true); // only when set, like the other extensions
+    }
+    out
 }
 
 /// Only the fields a match sets: an unset field places no constraint.

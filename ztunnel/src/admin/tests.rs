@@ -58,6 +58,7 @@ fn policy(namespace: &str, name: &str, scope: Scope, action: Action, groups: usi
         scope,
         action,
         groups: vec![vec![vec![Match::default()]]; groups],
+        dry_run: false,
     }
 }
 
@@ -222,6 +223,7 @@ async fn fixture() -> Fixture {
             xds: Some(rx),
             readiness,
             shutdown: Shutdown::new(),
+            log_filter: None,
         },
         xds,
         _registry: registry,
@@ -327,8 +329,8 @@ async fn config_dump_shows_state_certificates_pods_xds_and_readiness() {
     assert_eq!(
         dump["policies"],
         json!([
-            {"name": "deny-bad", "namespace": "istio-system", "scope": "GLOBAL", "action": "DENY", "groups": 1},
-            {"name": "web-only", "namespace": "prod", "scope": "WORKLOAD_SELECTOR", "action": "ALLOW", "groups": 2},
+            {"name": "deny-bad", "namespace": "istio-system", "scope": "GLOBAL", "action": "DENY", "dryRun": false, "groups": 1},
+            {"name": "web-only", "namespace": "prod", "scope": "WORKLOAD_SELECTOR", "action": "ALLOW", "dryRun": false, "groups": 2},
         ])
     );
 
@@ -433,7 +435,7 @@ async fn serves_the_dump_an_index_and_404s_and_quits_on_post_only() {
     let index = request(addr, "GET", "/").await;
     assert_eq!(index.status, 200, "{index:?}");
     let index: Value = serde_json::from_str(&index.body).unwrap();
-    for path in ["/", "/config_dump", "/quitquitquit"] {
+    for path in ["/", "/config_dump", "/logging", "/quitquitquit"] {
         assert!(index.get(path).is_some(), "{path} missing from {index:#}");
     }
 
@@ -535,4 +537,97 @@ fn timestamps_are_rfc3339_utc() {
         rfc3339(UNIX_EPOCH + Duration::from_millis(1_700_000_000_999)),
         "2023-11-14T22:13:20Z"
     );
+}
+
+#[tokio::test]
+async fn logging_shows_and_changes_the_filter_at_runtime() {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    // This test's own subscriber, the filter under the handle the endpoint gets; the
+    // current-thread runtime keeps the server on this thread, under the same default.
+    let (layer, filter) = runtime::LogFilter::new("info").unwrap();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let f = fixture().await;
+    let admin = AdminState {
+        log_filter: Some(filter.clone()),
+        ..f.admin.clone()
+    };
+    let listener = bind("127.0.0.1:0".parse().unwrap(), "admin").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve(listener, admin));
+    let body = |r: &crate::admin::testing::Reply| r.body.trim().to_owned();
+
+    let index: Value = serde_json::from_str(&request(addr, "GET", "/").await.body).unwrap();
+    assert!(index.get("/logging").is_some(), "{index:#}");
+
+    let get = request(addr, "GET", "/logging").await;
+    assert_eq!(
+        (get.status, body(&get)),
+        (200, "current log level is info".into())
+    );
+    assert!(!tracing::enabled!(Level::DEBUG));
+
+    let set = request(addr, "POST", "/logging?level=debug").await;
+    assert_eq!(
+        (set.status, body(&set)),
+        (200, "current log level is debug".into())
+    );
+    assert!(
+        tracing::enabled!(Level::DEBUG),
+        "debug is on after the POST"
+    );
+    assert_eq!(filter.current(), "debug");
+
+    // Any RUST_LOG directives, percent-encoded or not.
+    for query in ["level=access=debug,warn", "level=access%3Ddebug%2Cwarn"] {
+        let set = request(addr, "POST", &format!("/logging?{query}")).await;
+        assert_eq!(set.status, 200, "{set:?}");
+        assert!(
+            set.body.contains("access=debug") && set.body.contains("warn"),
+            "{set:?}"
+        );
+        assert!(tracing::enabled!(target: "access", Level::DEBUG));
+        assert!(!tracing::enabled!(Level::INFO), "the rest is at warn");
+    }
+    let before = filter.current();
+
+    let invalid = request(addr, "POST", "/logging?level=info,%5B%5B%5B").await;
+    assert_eq!(invalid.status, 400, "{invalid:?}");
+    assert!(invalid.body.contains("invalid log filter"), "{invalid:?}");
+    for bad in [
+        "/logging",
+        "/logging?level=",
+        "/logging?lvl=debug",
+        "/logging?level=%zz",
+    ] {
+        let r = request(addr, "POST", bad).await;
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    assert_eq!(filter.current(), before, "refused changes change nothing");
+
+    let reset = request(addr, "POST", "/logging?reset").await;
+    assert_eq!(
+        (reset.status, body(&reset)),
+        (200, "current log level is info".into())
+    );
+    assert!(!tracing::enabled!(Level::DEBUG) && tracing::enabled!(Level::INFO));
+
+    let put = request(addr, "PUT", "/logging").await;
+    assert_eq!(put.status, 405, "{put:?}");
+    assert!(
+        put.head.to_ascii_lowercase().contains("allow: get, post"),
+        "{}",
+        put.head
+    );
+
+    // A process whose logging was not set up by runtime::init_logging cannot change it.
+    let none = logging(None, &Method::GET, None);
+    assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    f.admin.shutdown.trigger();
+    tokio::time::timeout(BOUND, server)
+        .await
+        .expect("the admin server stops on shutdown")
+        .unwrap();
 }

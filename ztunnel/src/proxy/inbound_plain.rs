@@ -2,7 +2,8 @@
 //! capture rules. PERMISSIVE: accepted (unless the pod's authorization policies refuse a
 //! peer without identity) and connected to the app with the client's IP. STRICT mTLS
 //! reaches ztunnel as such a policy (a DENY of connections without a principal), so a
-//! refused connection is reset, whichever policy refused it.
+//! refused connection is reset, whichever policy refused it. Every connection gets its
+//! access line ([`crate::access_log`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use std::time::Instant;
 use hbone::{copy_bidirectional, copy_until};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::{PodContext, Refusal, accept_loop, redirected_dst};
+use crate::access_log::{self, ConnectionLog, ResponseFlag};
 
 pub(super) async fn serve(
     context: Arc<PodContext>,
@@ -28,44 +30,49 @@ pub(super) async fn serve(
 
 async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
-    let Some(dst) = redirected_dst(&client) else {
+    let dst = redirected_dst(&client);
+    let log = ConnectionLog::inbound(
+        &context.inputs.state.snapshot(),
+        &context.info,
+        &context.identity,
+        peer,
+        None,
+        dst.map(|d| d.to_string()),
+    );
+    let Some(dst) = dst else {
+        log.failed(ResponseFlag::NoRoute, "no original destination")
+            .lasted(Some(started.elapsed()))
+            .emit();
         return;
     };
-    match context.admit(peer.ip(), None, dst) {
-        Ok(()) => {}
-        Err(Refusal::NotThisPod) => {
-            warn!(%dst, "plaintext connection for an address that is not this pod; resetting");
-            crate::socket::reset(client);
-            return;
+    if let Err(refusal) = context.admit(peer.ip(), None, dst) {
+        match &refusal {
+            Refusal::NotThisPod => {
+                warn!(%dst, "plaintext connection for an address that is not this pod; resetting");
+            }
+            Refusal::Denied(denied) => {
+                warn!(src.addr = %peer, dst.addr = %dst, dst.identity = %context.identity, policy = %denied.policy, reason = %denied.reason, response_flags = "DENY", "plaintext connection denied by authorization policy; resetting");
+            }
         }
-        Err(Refusal::Denied(denied)) => {
-            warn!(src.addr = %peer, dst.addr = %dst, dst.identity = %context.identity, policy = %denied.policy, reason = %denied.reason, response_flags = "DENY", "plaintext connection denied by authorization policy; resetting");
-            crate::socket::reset(client);
-            return;
-        }
+        crate::socket::reset(client);
+        log.refused(&refusal).lasted(Some(started.elapsed())).emit();
+        return;
     }
     let mut upstream = match context.sockets.connect(dst, Some(peer.ip())).await {
         Ok(s) => s,
         Err(e) => {
-            debug!(%dst, error = %e, "app unreachable");
+            log.failed(
+                ResponseFlag::UpstreamFailure,
+                format_args!("connect to {dst}: {e}"),
+            )
+            .lasted(Some(started.elapsed()))
+            .emit();
             return;
         }
     };
-    let revoked = context.revoked(peer.ip(), None, dst);
+    let revoked = async { access_log::revoked(context.revoked(peer.ip(), None, dst).await) };
     let copy = copy_bidirectional(&mut client, &mut upstream);
-    let (transferred, error) = match copy_until(copy, revoked).await {
-        Ok(t) => (t, None),
-        Err(e) => (e.transferred, Some(e.source.to_string())),
-    };
-    info!(
-        src.addr = %peer,
-        dst.addr = %dst,
-        dst.identity = %context.identity,
-        bytes_received = transferred.a_to_b,
-        bytes_sent = transferred.b_to_a,
-        duration_ms = started.elapsed().as_millis() as u64,
-        error = error.as_deref().unwrap_or(""),
-        "inbound plaintext connection closed"
-    );
+    let outcome = copy_until(copy, revoked).await;
+    log.copied(&outcome).lasted(Some(started.elapsed())).emit();
     crate::memory::connection_closed();
 }

@@ -1,18 +1,21 @@
 //! Outbound (15001): the pod's redirected outgoing TCP. The original destination is
 //! resolved against the workload state; mesh (HBONE) destinations get a pooled HBONE
-//! stream to `podIP:15008`, everything else is passed through as plain TCP.
+//! stream to `podIP:15008`, everything else is passed through as plain TCP. Each
+//! connection ends with its access line ([`crate::access_log`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbone::copy::Transferred;
+use hbone::copy::{CopyError, Transferred};
 use hbone::{Baggage, ConnectRequest, Forwarded, PoolKey, copy_bidirectional, copy_tunnel};
+use http::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{HBONE_PORT, PodContext, accept_loop, redirected_dst};
+use crate::access_log::{ConnectionLog, ResponseFlag};
 use crate::state::{TunnelProtocol, Upstream, Workload};
 
 pub(super) async fn serve(
@@ -26,70 +29,82 @@ pub(super) async fn serve(
     .await;
 }
 
-/// How the connection left, for the access log.
-enum Route {
-    Hbone { dst_identity: String },
-    Passthrough,
-}
-
 async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
-    let Some(dst) = redirected_dst(&client) else {
+    let dst = redirected_dst(&client);
+    let log = ConnectionLog::outbound(&context.info, &context.identity, peer, dst);
+    let Some(dst) = dst else {
+        log.failed(ResponseFlag::NoRoute, "no original destination")
+            .lasted(Some(started.elapsed()))
+            .emit();
         return;
     };
     let upstream = match context.inputs.state.snapshot().resolve(dst) {
         Ok(u) => u,
         Err(e) => {
             warn!(%dst, error = %e, "no upstream; closing");
+            log.unresolved(&e).lasted(Some(started.elapsed())).emit();
             return;
         }
     };
-    let (target, route, outcome) = match upstream {
+    let log = log.upstream(&upstream);
+    let outcome = match upstream {
         Upstream::Workload {
             workload,
             addr,
             service,
         } if workload.protocol == TunnelProtocol::Hbone => {
             let host = service.as_ref().map(|s| s.hostname.clone());
-            let route = Route::Hbone {
-                dst_identity: workload.identity.to_string(),
-            };
-            let outcome = via_hbone(&context, &mut client, peer, &workload, addr, host).await;
-            (addr, route, outcome)
+            via_hbone(&context, &mut client, peer, &workload, addr, host).await
         }
         Upstream::Workload { addr, .. } | Upstream::Passthrough(addr) => {
-            let outcome = passthrough(&context, &mut client, addr).await;
-            (addr, Route::Passthrough, outcome)
+            passthrough(&context, &mut client, addr).await
         }
     };
-    let (transferred, error) = match outcome {
-        Ok(t) => (t, None),
-        Err((t, e)) => (t, Some(e)),
+    let log = match outcome {
+        Ok(transferred) => log.transferred(transferred),
+        Err(Failed {
+            transferred,
+            flag,
+            error,
+        }) => log.transferred(transferred).failed(flag, error),
     };
-    let (protocol, dst_identity) = match &route {
-        Route::Hbone { dst_identity } => ("HBONE", dst_identity.as_str()),
-        Route::Passthrough => ("TCP", ""),
-    };
-    info!(
-        src.addr = %peer,
-        src.identity = %context.identity,
-        original_dst = %dst,
-        dst.addr = %target,
-        dst.identity = dst_identity,
-        protocol,
-        bytes_sent = transferred.a_to_b,
-        bytes_received = transferred.b_to_a,
-        duration_ms = started.elapsed().as_millis() as u64,
-        error = error.as_deref().unwrap_or(""),
-        "outbound connection closed"
-    );
+    log.lasted(Some(started.elapsed())).emit();
     crate::memory::connection_closed();
 }
 
 /// Bound on reaching the upstream (TCP connect, or HBONE handshake + CONNECT answer).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Outcome = Result<Transferred, (Transferred, String)>;
+/// How an outbound connection ended badly.
+struct Failed {
+    /// What was moved before (nothing when the upstream was never reached).
+    transferred: Transferred,
+    /// `UF` or `DENY` when the upstream was never reached; none when the copy broke.
+    flag: ResponseFlag,
+    error: String,
+}
+
+impl Failed {
+    /// The upstream was never reached.
+    fn connect(flag: ResponseFlag, error: String) -> Self {
+        Failed {
+            transferred: Transferred::default(),
+            flag,
+            error,
+        }
+    }
+
+    fn copy(e: CopyError) -> Self {
+        Failed {
+            transferred: e.transferred,
+            flag: ResponseFlag::None,
+            error: e.source.to_string(),
+        }
+    }
+}
+
+type Outcome = Result<Transferred, Failed>;
 
 async fn via_hbone(
     context: &PodContext,
@@ -115,35 +130,38 @@ async fn via_hbone(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             debug!(%next_hop, error = %e, "HBONE connect failed");
-            return Err((Transferred::default(), e.to_string()));
+            // The destination's ztunnel answers 401 when its policies refuse.
+            let flag = if e.status() == Some(StatusCode::UNAUTHORIZED) {
+                ResponseFlag::Deny
+            } else {
+                ResponseFlag::UpstreamFailure
+            };
+            return Err(Failed::connect(flag, e.to_string()));
         }
         Err(_) => {
             let e = format!("no CONNECT answer from {next_hop} within {CONNECT_TIMEOUT:?}");
-            return Err((Transferred::default(), e));
+            return Err(Failed::connect(ResponseFlag::UpstreamFailure, e));
         }
     };
-    copy_tunnel(client, &mut tunnel)
-        .await
-        .map_err(|e| (e.transferred, e.source.to_string()))
+    copy_tunnel(client, &mut tunnel).await.map_err(Failed::copy)
 }
 
 async fn passthrough(context: &PodContext, client: &mut TcpStream, target: SocketAddr) -> Outcome {
-    let mut upstream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, context.sockets.connect(target, None)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err((Transferred::default(), format!("connect to {target}: {e}")));
-            }
-            Err(_) => {
-                return Err((
-                    Transferred::default(),
-                    format!("connect to {target}: no answer within {CONNECT_TIMEOUT:?}"),
-                ));
-            }
-        };
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, context.sockets.connect(target, None));
+    let mut upstream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let e = format!("connect to {target}: {e}");
+            return Err(Failed::connect(ResponseFlag::UpstreamFailure, e));
+        }
+        Err(_) => {
+            let e = format!("connect to {target}: no answer within {CONNECT_TIMEOUT:?}");
+            return Err(Failed::connect(ResponseFlag::UpstreamFailure, e));
+        }
+    };
     copy_bidirectional(client, &mut upstream)
         .await
-        .map_err(|e| (e.transferred, e.source.to_string()))
+        .map_err(Failed::copy)
 }
 
 /// Istio's baggage for the source workload.

@@ -31,6 +31,7 @@ fn namespace_policy(name: &str, action: Action, m: Match) -> Policy {
         scope: Scope::Namespace,
         action,
         groups: vec![vec![vec![m]]],
+        dry_run: false,
     }
 }
 

@@ -71,6 +71,7 @@ fn policy(key: &str, scope: Scope, action: Action, groups: Groups) -> Policy {
         scope,
         action,
         groups,
+        dry_run: false,
     }
 }
 
@@ -285,6 +286,53 @@ fn evaluation_order() {
     for (name, policies, conn, expected) in cases {
         let store = PolicyStore::new(policies).unwrap();
         assert_eq!(store.authorize(&conn), expected, "{name}");
+    }
+}
+
+#[test]
+fn audit_and_dry_run_policies_are_observed_and_never_enforced() {
+    let from = |ns: &str| {
+        vec![vec![vec![Match {
+            namespaces: vec![exact(ns)],
+            ..Match::default()
+        }]]]
+    };
+    let dry = |mut p: Policy| {
+        p.dry_run = true;
+        p
+    };
+    use Action::{Allow, Audit, Deny};
+    use DenyReason::{DenyPolicyMatched, NoAllowPolicyMatched};
+    use Scope::Namespace;
+    let denied = |reason, policy: &str| {
+        Some(Err(Denied {
+            policy: policy.into(),
+            reason,
+        }))
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Vec<Policy>, Verdict, Observed)> = vec![
+        ("AUDIT matching: audited, allowed", vec![policy("prod/au", Namespace, Audit, from("foo"))], Ok(()),
+            Observed { audited_by: vec!["prod/au".into()], dry_run: None }),
+        ("AUDIT not matching: nothing", vec![policy("prod/au", Namespace, Audit, from("baz"))], Ok(()), Observed::default()),
+        // An AUDIT policy is not an ALLOW one: it does not turn on default deny.
+        ("AUDIT beside a matching ALLOW", vec![policy("prod/au", Namespace, Audit, from("baz")), policy("prod/a", Namespace, Allow, from("foo"))], Ok(()), Observed::default()),
+        ("dry-run DENY matching: would deny, allowed", vec![dry(policy("prod/d", Namespace, Deny, from("foo")))], Ok(()),
+            Observed { audited_by: vec![], dry_run: denied(DenyPolicyMatched, "prod/d") }),
+        ("dry-run ALLOW not matching: would deny, allowed", vec![dry(policy("prod/a", Namespace, Allow, from("baz")))], Ok(()),
+            Observed { audited_by: vec![], dry_run: denied(NoAllowPolicyMatched, "prod/a") }),
+        ("dry-run ALLOW matching: would allow", vec![dry(policy("prod/a", Namespace, Allow, from("foo")))], Ok(()),
+            Observed { audited_by: vec![], dry_run: Some(Ok(())) }),
+        // Enforced policies decide; dry-run ones are judged on their own.
+        ("enforced DENY, dry-run ALLOW matching", vec![policy("prod/d", Namespace, Deny, from("foo")), dry(policy("prod/a", Namespace, Allow, from("foo")))],
+            Err(Denied { policy: "prod/d".into(), reason: DenyPolicyMatched }),
+            Observed { audited_by: vec![], dry_run: Some(Ok(())) }),
+        ("a dry-run AUDIT audits nothing", vec![dry(policy("prod/au", Namespace, Audit, from("foo")))], Ok(()), Observed::default()),
+    ];
+    for (name, policies, verdict, observed) in cases {
+        let store = PolicyStore::new(policies).unwrap();
+        assert_eq!(store.authorize(&mtls()), verdict, "{name}: verdict");
+        assert_eq!(store.observe(&mtls()), observed, "{name}: observed");
     }
 }
 

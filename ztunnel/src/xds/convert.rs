@@ -296,6 +296,7 @@ fn convert_policy(a: sec::Authorization) -> Result<Policy, Fault> {
     let action = match sec::Action::try_from(a.action) {
         Ok(sec::Action::Allow) => Action::Allow,
         Ok(sec::Action::Deny) => Action::Deny,
+        Ok(sec::Action::Audit) => Action::Audit,
         Err(_) => return Err(unknown_enum("action", a.action)),
     };
     let mut groups = Vec::with_capacity(a.groups.len());
@@ -318,6 +319,7 @@ fn convert_policy(a: sec::Authorization) -> Result<Policy, Fault> {
         scope,
         action,
         groups,
+        dry_run: a.dry_run,
     })
 }
 

@@ -88,6 +88,7 @@ fn pb_policy(matches: Vec<sec::Match>) -> sec::Authorization {
         groups: vec![sec::Group {
             rules: vec![sec::Rules { matches }],
         }],
+        dry_run: false,
     }
 }
 

@@ -147,6 +147,7 @@ fn deny_plaintext() -> Resource {
                 }],
             }],
         }],
+        dry_run: false,
     };
     Resource {
         name: "prod/require-mtls".into(),

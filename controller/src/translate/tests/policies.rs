@@ -49,12 +49,13 @@ fn scope_follows_namespace_and_selector() {
 }
 
 #[test]
-fn only_allow_and_deny_reach_ztunnel() {
+fn allow_deny_and_audit_reach_ztunnel() {
     let table = [
         ("{}", Some(Action::Allow), None),
         ("{action: ALLOW}", Some(Action::Allow), None),
         ("{action: DENY}", Some(Action::Deny), None),
-        ("{action: AUDIT}", None, Some("AUDIT")),
+        // Our extension of the workload API: ztunnel logs what it matches.
+        ("{action: AUDIT}", Some(Action::Audit), None),
         (
             "{action: CUSTOM, provider: {name: ext}, rules: [{}]}",
             None,
@@ -258,8 +259,8 @@ spec: {selector: {matchLabels: {app: web}}}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {name: audit, namespace: shop}
-spec: {action: AUDIT, selector: {matchLabels: {app: web}}, rules: [{}]}
+metadata: {name: custom, namespace: shop}
+spec: {action: CUSTOM, provider: {name: ext}, selector: {matchLabels: {app: web}}, rules: [{}]}
 ";
 
 #[test]
@@ -276,4 +277,33 @@ fn workloads_list_the_selector_policies_that_select_them() {
     // policy ztunnel is not sent is not referenced.
     assert_eq!(policies("shop", "a"), ["istio-system/all-web", "shop/web"]);
     assert_eq!(policies("other", "b"), ["istio-system/all-web"]);
+}
+
+#[test]
+fn the_dry_run_annotation_marks_a_policy_dry_run() {
+    let with = |annotation: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: p, namespace: shop{annotation}}}
+spec: {{action: DENY, rules: [{{}}]}}
+"
+        )
+    };
+    for (annotation, dry_run, problem) in [
+        ("", false, false),
+        (", annotations: {istio.io/dry-run: 'true'}", true, false),
+        (", annotations: {istio.io/dry-run: 'false'}", false, false),
+        (", annotations: {istio.io/dry-run: 'yes'}", false, true),
+    ] {
+        let t = translated(&with(annotation));
+        let a = only_policy(&t).expect("translated");
+        assert_eq!(a.dry_run, dry_run, "{annotation}");
+        assert_eq!(
+            fields(&t) == ["metadata.annotations.istio.io/dry-run"],
+            problem,
+            "{annotation}: {:?}",
+            t.problems
+        );
+    }
 }
