@@ -213,7 +213,19 @@ impl Connection {
                 ConnectError::Stream(e)
             }
         })?;
-        let response = response.await.map_err(ConnectError::Stream)?;
+        let response = response.await.map_err(|e| {
+            // Refused, or above the last stream id of a GOAWAY (a draining server): the
+            // server never processed it (RFC 9113 §8.7), so another connection may retry it.
+            // After a GOAWAY this connection takes no new streams either.
+            if e.is_go_away() {
+                self.state.mark_closed();
+                ConnectError::ConnectionClosed
+            } else if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                ConnectError::ConnectionClosed
+            } else {
+                ConnectError::Stream(e)
+            }
+        })?;
         let status = response.status();
         if status != StatusCode::OK {
             return Err(ConnectError::Rejected { status });

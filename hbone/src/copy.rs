@@ -1,5 +1,6 @@
 //! The byte pump between two streams: both directions at once, half-close aware, with
-//! buffers that start small (idle connections stay cheap) and grow under bulk load.
+//! buffers that start small and grow under bulk load. A direction waiting for data at
+//! the initial size holds no buffer at all, so an idle connection costs no copy buffers.
 
 use std::future::Future;
 use std::io;
@@ -203,6 +204,11 @@ impl Pump {
                         ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                         self.need_flush = false;
                     }
+                    // Waiting at the initial size (an idle or chatty connection, the
+                    // common case): hold no buffer meanwhile. A grown one (bulk) is kept.
+                    if self.buf.len() <= INITIAL_BUFFER {
+                        self.buf = Vec::new();
+                    }
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -224,12 +230,12 @@ impl Pump {
     }
 
     fn grow_if_needed(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; INITIAL_BUFFER];
-        } else if self.full_reads >= GROW_AFTER_FULL_READS && self.buf.len() < MAX_BUFFER {
-            let size = (self.buf.len() * 4).min(MAX_BUFFER);
-            self.buf = vec![0; size];
+        let current = self.buf.len().max(INITIAL_BUFFER);
+        if self.full_reads >= GROW_AFTER_FULL_READS && current < MAX_BUFFER {
+            self.buf = vec![0; (current * 4).min(MAX_BUFFER)];
             self.full_reads = 0;
+        } else if self.buf.is_empty() {
+            self.buf = vec![0; INITIAL_BUFFER];
         }
     }
 

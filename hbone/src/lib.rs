@@ -9,6 +9,7 @@ pub mod authority;
 pub mod baggage;
 pub mod client;
 pub mod copy;
+pub mod drain;
 pub mod forwarded;
 pub mod identity;
 pub mod pool;
@@ -26,7 +27,8 @@ pub use forwarded::{Forwarded, ForwardedError, ForwardedFor};
 pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
 pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};
 pub use server::{
-    ConnectHandler, Decision, InboundConnect, Server, ServerConfig, UpstreamConnector,
+    ConnectHandler, Decision, HandshakeLimit, InboundConnect, Server, ServerConfig,
+    UpstreamConnector,
 };
 pub use settings::{H2Settings, KeepaliveFailure};
 pub use stream::H2Stream;

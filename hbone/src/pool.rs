@@ -19,6 +19,9 @@ use crate::stream::H2Stream;
 use crate::tls::{ClientTls, TlsStream};
 use crate::{H2Settings, Identity};
 
+/// Retries of a request whose connection turned out unusable before the server saw it.
+const MAX_UNUSABLE_RETRIES: u32 = 3;
+
 /// What makes two tunnels shareable on one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -219,16 +222,18 @@ impl Pool {
         key: &PoolKey,
         request: &ConnectRequest,
     ) -> Result<H2Stream, ConnectError> {
-        let mut retried = false;
+        let mut retries = 0;
         loop {
             let (conn, guard) = self.checkout(key).await?;
             match conn.connect(request).await {
                 Ok(stream) => return Ok(stream.with_guard(Box::new(guard))),
-                // The connection died (GOAWAY, reset) before our request left: one retry on a
-                // fresh connection is safe because the server saw nothing.
-                Err(e) if e.is_connection_unusable() && !retried => {
+                // The connection died or is draining (GOAWAY, reset, refused stream) and the
+                // server saw nothing of this request: retrying on another connection is safe.
+                // More than once, because during a ztunnel upgrade a fresh connection can
+                // still reach the draining server.
+                Err(e) if e.is_connection_unusable() && retries < MAX_UNUSABLE_RETRIES => {
                     debug!(next_hop = %key.next_hop, "pooled connection unusable, retrying on a new one");
-                    retried = true;
+                    retries += 1;
                 }
                 Err(e) => return Err(e),
             }
@@ -264,7 +269,10 @@ impl Pool {
                 return Err(ConnectError::Shared(err));
             }
         }
-        let established = self.establish(key).await;
+        // Boxed: a handshake's state (TLS session, HTTP/2 codec) is large and needed by
+        // one checkout in many; inline, every stream's task would carry room for it for
+        // as long as the stream lives.
+        let established = Box::pin(self.establish(key)).await;
         let mut keys = lock(&self.inner.keys);
         let entry = keys.entry(key.clone()).or_default();
         match established {

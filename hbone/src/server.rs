@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::copy::{CopyError, Transferred, copy_tunnel, copy_until};
+use crate::drain::Tracker;
 use crate::settings::{KeepaliveFailure, keepalive};
 use crate::stream::H2Stream;
 use crate::tls::{ServerTls, TlsError};
@@ -71,7 +73,10 @@ pub trait ConnectHandler: Send + Sync + 'static {
     }
 
     /// Called once per accepted tunnel when it is over, with the bytes moved
-    /// (`a_to_b` = client -> upstream).
+    /// (`a_to_b` = client -> upstream); also when the upstream was reached but the client
+    /// went away before the `200` could be sent (nothing moved, the error says why).
+    /// Every CONNECT that [`decide`](Self::decide) answered `Connect` thus ends here,
+    /// unless its upstream could not be reached (503, the connector saw the error).
     fn finished(&self, _request: &InboundConnect, _outcome: &Result<Transferred, CopyError>) {}
 }
 
@@ -83,6 +88,15 @@ pub trait UpstreamConnector: Send + Sync + 'static {
         request: &InboundConnect,
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<TcpStream>> + Send;
+}
+
+/// Bounds the TLS + HTTP/2 handshakes in flight on a listener: [`Server::serve`] waits
+/// for a slot *before* accepting (so new connections wait in the kernel's listen backlog,
+/// not in the server) and holds it until that connection's handshake is over.
+pub trait HandshakeLimit: Send + Sync + 'static {
+    /// Resolves with a slot once there is room for one more handshake; the slot is
+    /// released when dropped.
+    fn acquire(&self) -> BoxFuture<'_, Box<dyn Send>>;
 }
 
 /// Plain `connect()` from the server's own network namespace.
@@ -140,6 +154,10 @@ pub struct Server<H, C = DirectConnector> {
     config: Arc<ServerConfig>,
     handler: Arc<H>,
     connector: Arc<C>,
+    /// Counts the connections being served (see [`Server::tracked`]).
+    tracker: Option<Tracker>,
+    /// Bounds the handshakes in flight (see [`Server::handshake_limit`]).
+    handshake_limit: Option<Arc<dyn HandshakeLimit>>,
 }
 
 impl<H, C> Clone for Server<H, C> {
@@ -148,6 +166,8 @@ impl<H, C> Clone for Server<H, C> {
             config: self.config.clone(),
             handler: self.handler.clone(),
             connector: self.connector.clone(),
+            tracker: self.tracker.clone(),
+            handshake_limit: self.handshake_limit.clone(),
         }
     }
 }
@@ -166,7 +186,24 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
             config: Arc::new(config),
             handler: Arc::new(handler),
             connector: Arc::new(connector),
+            tracker: None,
+            handshake_limit: None,
         }
+    }
+
+    /// Bounds the handshakes in flight in [`Self::serve`]: without it every accepted
+    /// connection starts its handshake at once.
+    pub fn handshake_limit(mut self, limit: Arc<dyn HandshakeLimit>) -> Self {
+        self.handshake_limit = Some(limit);
+        self
+    }
+
+    /// Counts every accepted connection in `tracker` until it is over: after `serve`
+    /// returns (shutdown), [`Tracker::idle`] says when the last GOAWAYed connection has
+    /// finished its tunnels and closed.
+    pub fn tracked(mut self, tracker: Tracker) -> Self {
+        self.tracker = Some(tracker);
+        self
     }
 
     /// Accepts tunnel connections until `shutdown` becomes true. Open connections then get
@@ -174,13 +211,22 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
     pub async fn serve(self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
         let mut stop = shutdown.clone();
         loop {
+            let slot = match &self.handshake_limit {
+                Some(limit) => tokio::select! {
+                    slot = limit.acquire() => Some(slot),
+                    _ = signalled(&mut stop) => return,
+                },
+                None => None,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let server = self.clone();
                         let shutdown = shutdown.clone();
+                        let guard = self.tracker.as_ref().map(Tracker::guard);
                         tokio::spawn(async move {
-                            if let Err(e) = server.serve_connection(tcp, peer, shutdown).await {
+                            let _guard = guard;
+                            if let Err(e) = server.serve_connection_with(tcp, peer, shutdown, slot).await {
                                 debug!(error = %e, "tunnel connection ended with an error");
                             }
                         });
@@ -201,7 +247,18 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        self.serve_connection_with(tcp, peer, shutdown, None).await
+    }
+
+    /// [`Self::serve_connection`], releasing `handshake_slot` once the handshakes are over.
+    async fn serve_connection_with(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
+        handshake_slot: Option<Box<dyn Send>>,
     ) -> Result<(), ServerError> {
         let _ = tcp.set_nodelay(true);
         let timeout = self.config.handshake_timeout;
@@ -224,6 +281,7 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
         let (mut conn, identity) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| ServerError::HandshakeTimeout { peer, timeout })??;
+        drop(handshake_slot);
         debug!(%peer, %identity, "tunnel connection established");
         let conn_ping_pong = conn.ping_pong();
         // PING the client too: a vanished client host must not pin this connection forever.
@@ -291,11 +349,16 @@ impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
                 return;
             }
         };
-        let request = incoming.request.clone();
-        let mut tunnel = match incoming.accept() {
+        let (request, accepted) = incoming.accept_parts();
+        let mut tunnel = match accepted {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 debug!(error = %e, "client went away before the tunnel was up");
+                let outcome = Err(CopyError {
+                    transferred: Transferred::default(),
+                    source: crate::stream::h2_to_io(e),
+                });
+                self.handler.finished(&request, &outcome);
                 return;
             }
         };
@@ -379,9 +442,17 @@ impl IncomingConnect {
     }
 
     /// Answers 200 and returns the tunnel.
-    pub fn accept(mut self) -> Result<H2Stream, h2::Error> {
-        let send = self.respond.send_response(Response::new(()), false)?;
-        Ok(H2Stream::new(send, self.body))
+    pub fn accept(self) -> Result<H2Stream, h2::Error> {
+        self.accept_parts().1
+    }
+
+    /// [`Self::accept`], keeping the request (without copying its headers).
+    fn accept_parts(mut self) -> (InboundConnect, Result<H2Stream, h2::Error>) {
+        let accepted = self
+            .respond
+            .send_response(Response::new(()), false)
+            .map(|send| H2Stream::new(send, self.body));
+        (self.request, accepted)
     }
 
     /// Answers with `status` and ends the stream.

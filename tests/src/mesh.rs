@@ -72,6 +72,8 @@ struct NodeRuntime {
     dir: PathBuf,
     agent: LabProcess,
     ztunnel: Option<LabProcess>,
+    /// ztunnels started on this node so far (each upgrade gets its own ports).
+    ztunnels_started: u16,
 }
 
 /// The lab plus one node agent and one ztunnel per node.
@@ -117,6 +119,7 @@ impl Mesh {
                 dir,
                 agent,
                 ztunnel: None,
+                ztunnels_started: 0,
             });
             mesh.start_ztunnel(node).await?;
         }
@@ -219,15 +222,7 @@ impl Mesh {
     pub async fn start_ztunnel(&mut self, node: usize) -> Result<()> {
         let started = |mesh: &Self| mesh.ztunnel_log(node).matches("ztunnel started").count();
         let before = started(self);
-        let dir = &self.nodes[node].dir;
-        let mut cmd = component("ztunnel", &dir.join("ztunnel.log"))?;
-        cmd.args(["--state-file"])
-            .arg(self.dir.join("state.yaml"))
-            .arg("--ca-dir")
-            .arg(self.dir.join("ca"))
-            .arg("--zds-socket")
-            .arg(dir.join("zds.sock"));
-        let process = self.lab.node(node).spawn(cmd)?;
+        let process = self.spawn_ztunnel(node, &[])?;
         self.nodes[node].ztunnel = Some(process);
         crate::assert_eventually!(
             started(self) > before,
@@ -236,6 +231,63 @@ impl Mesh {
             self.ztunnel_log(node)
         );
         Ok(())
+    }
+
+    /// A DaemonSet upgrade as Kubernetes rolls it with `maxSurge`: a new ztunnel (with
+    /// `args`, e.g. its `--drain-timeout`) starts beside the running one and takes over
+    /// the listeners in every pod (`SO_REUSEPORT`); once it has applied the node agent's
+    /// snapshot, the old one gets SIGTERM and drains. Returns the old process, to wait
+    /// for; the new one is the node's ztunnel from now on. Both log to `ztunnel.log`.
+    pub async fn upgrade_ztunnel(&mut self, node: usize, args: &[&str]) -> Result<LabProcess> {
+        let applied = |mesh: &Self| {
+            mesh.ztunnel_log(node)
+                .matches("node agent snapshot applied")
+                .count()
+        };
+        let before = applied(self);
+        let new = self.spawn_ztunnel(node, args)?;
+        let old = self.nodes[node]
+            .ztunnel
+            .replace(new)
+            .context("no ztunnel running to upgrade")?;
+        crate::assert_eventually!(
+            applied(self) > before,
+            timeout = SETTLE,
+            "node {node}'s new ztunnel never applied the node agent's snapshot:\n{}",
+            self.ztunnel_log(node)
+        );
+        old.signal(nix::sys::signal::Signal::SIGTERM)
+            .context("SIGTERM to the old ztunnel")?;
+        Ok(old)
+    }
+
+    /// A ztunnel process for `node`. The first on a node uses the default admin,
+    /// readiness and metrics ports; later ones (upgrades, running beside it in the same
+    /// node namespace) get ports of their own.
+    fn spawn_ztunnel(&mut self, node: usize, args: &[&str]) -> Result<LabProcess> {
+        let runtime = &mut self.nodes[node];
+        let generation = runtime.ztunnels_started;
+        runtime.ztunnels_started += 1;
+        let dir = &runtime.dir;
+        let mut cmd = component("ztunnel", &dir.join("ztunnel.log"))?;
+        cmd.args(["--state-file"])
+            .arg(self.dir.join("state.yaml"))
+            .arg("--ca-dir")
+            .arg(self.dir.join("ca"))
+            .arg("--zds-socket")
+            .arg(dir.join("zds.sock"))
+            .args(args);
+        if generation > 0 {
+            // 15100, 15120, 15121 for the second; 15200... for the third.
+            let base = 15000 + 100 * (generation % 50);
+            cmd.env("ZTUNNEL_ADMIN_ADDRESS", format!("127.0.0.1:{base}"))
+                .env("ZTUNNEL_METRICS_ADDRESS", format!("0.0.0.0:{}", base + 20))
+                .env(
+                    "ZTUNNEL_READINESS_ADDRESS",
+                    format!("0.0.0.0:{}", base + 21),
+                );
+        }
+        Ok(self.lab.node(node).spawn(cmd)?)
     }
 
     /// Waits until ztunnel listens on 15001, 15006 and 15008 inside the pod.

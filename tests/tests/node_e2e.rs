@@ -56,6 +56,18 @@ fn main() -> ExitCode {
                 restarted_ztunnel,
             ),
             trial("garbage_on_the_zds_socket_is_survived", zds_garbage),
+            trial(
+                "ztunnel_upgrade_on_both_nodes_fails_no_connection",
+                ztunnel_upgrade,
+            ),
+            trial(
+                "a_draining_ztunnel_closes_what_is_left_at_its_deadline",
+                drain_deadline,
+            ),
+            trial(
+                "a_pod_at_its_inbound_connection_limit_refuses_more",
+                inbound_connection_limit,
+            ),
         ]
     })
 }
@@ -418,5 +430,305 @@ async fn zds_garbage() -> Result<()> {
         mesh.ztunnel_pid(0).is_some(),
         "ztunnel must still be running"
     );
+    Ok(())
+}
+
+/// Counts of the rollout load: new connections attempted and the failures (with the
+/// first few errors).
+#[derive(Default)]
+struct Load {
+    attempted: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// Opens new connections from `client` to `addr` back to back on `workers` tasks until
+/// `stop`, each a full exchange (hello, echo, close); records every failure.
+fn generate_load(
+    client: &Pod,
+    addr: SocketAddr,
+    workers: usize,
+    load: &std::sync::Arc<Load>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    (0..workers)
+        .map(|worker| {
+            let (client, load, stop) = (client.clone(), load.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !*stop.borrow() {
+                    n += 1;
+                    let payload = format!("worker {worker} connection {n}");
+                    load.attempted.fetch_add(1, Relaxed);
+                    let outcome = exchange(&client, addr, payload.as_bytes()).await;
+                    let error = match outcome {
+                        Ok(got) if got.echo == payload.as_bytes() => continue,
+                        Ok(got) => {
+                            format!("{payload}: echo {:?}", String::from_utf8_lossy(&got.echo))
+                        }
+                        Err(e) => format!("{payload}: {e:#}"),
+                    };
+                    load.failed.fetch_add(1, Relaxed);
+                    let mut errors = load.errors.lock().unwrap();
+                    if errors.len() < 5 {
+                        errors.push(error);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// A connection opened before the upgrade, kept open across it.
+struct LongLived {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LongLived {
+    async fn open(client: &Pod, addr: SocketAddr) -> Result<Self> {
+        let stream = timeout(IO_BOUND, client.connect(addr)).await??;
+        let (rd, writer) = stream.into_split();
+        let mut reader = BufReader::new(rd);
+        let mut hello = String::new();
+        timeout(IO_BOUND, reader.read_line(&mut hello)).await??;
+        let mut conn = LongLived { reader, writer };
+        conn.round_trip("before the upgrade\n").await?;
+        Ok(conn)
+    }
+
+    async fn round_trip(&mut self, line: &str) -> Result<()> {
+        let run = async {
+            self.writer.write_all(line.as_bytes()).await?;
+            let mut echo = String::new();
+            self.reader.read_line(&mut echo).await?;
+            ensure!(echo == line, "echo {echo:?} instead of {line:?}");
+            Ok(())
+        };
+        timeout(IO_BOUND, run).await?
+    }
+
+    /// Half-closes and reads to the end: the connection completes normally.
+    async fn finish(mut self) -> Result<()> {
+        let run = async {
+            self.writer.shutdown().await?;
+            let mut rest = Vec::new();
+            self.reader.read_to_end(&mut rest).await?;
+            ensure!(rest.is_empty(), "unexpected bytes at the end: {rest:?}");
+            Ok(())
+        };
+        timeout(IO_BOUND, run).await?
+    }
+}
+
+/// The DaemonSet upgrade path: while a client opens new connections back to back across
+/// nodes, ztunnel is replaced on the server's node and then on the client's: each new
+/// ztunnel takes over the pods' listeners beside the old one, which gets SIGTERM,
+/// closes its listeners, GOAWAYs its tunnels and drains. No connection attempt may fail,
+/// and connections opened before the swap keep working and complete within the drain
+/// window, after which each old ztunnel exits on its own.
+async fn ztunnel_upgrade() -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut mesh = mesh().await?;
+    let client = mesh.add_pod(in_mesh("client", 0)).await?;
+    let server = mesh.add_pod(in_mesh("server", 1)).await?;
+    let _app = serve(&server)?;
+    let addr: SocketAddr = (server.ip(), APP_PORT).into();
+    exchange(&client, addr, b"warm up").await?;
+    let mut long_lived = Vec::new();
+    for _ in 0..10 {
+        long_lived.push(LongLived::open(&client, addr).await?);
+    }
+
+    let load = std::sync::Arc::new(Load::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let workers = generate_load(&client, addr, 8, &load, &stopped);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let old_server_side = mesh.upgrade_ztunnel(1, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let old_client_side = mesh.upgrade_ztunnel(0, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Both old ztunnels (default drain deadline: 29 s) wait for the long-lived
+    // connections, which still work.
+    for (old, node) in [(&old_server_side, 1), (&old_client_side, 0)] {
+        ensure!(
+            old.try_wait()?.is_none(),
+            "node {node}'s old ztunnel exited with connections in flight:\n{}",
+            mesh.ztunnel_log(node)
+        );
+    }
+    let drain_started = std::time::Instant::now();
+    for (i, conn) in long_lived.iter_mut().enumerate() {
+        conn.round_trip(&format!("during the drain {i}\n"))
+            .await
+            .with_context(|| format!("long-lived connection {i} broke during the drain"))?;
+    }
+    for (i, conn) in long_lived.into_iter().enumerate() {
+        conn.finish()
+            .await
+            .with_context(|| format!("long-lived connection {i} did not complete"))?;
+    }
+    for (old, node) in [(&old_server_side, 1), (&old_client_side, 0)] {
+        let status = timeout(Duration::from_secs(20), old.wait())
+            .await
+            .with_context(|| format!("node {node}'s old ztunnel did not exit once drained"))??;
+        ensure!(
+            status.success(),
+            "node {node}'s old ztunnel exited with {status}"
+        );
+        ensure!(
+            mesh.ztunnel_log(node)
+                .contains("drained: every connection has finished"),
+            "node {node}'s old ztunnel did not drain cleanly:\n{}",
+            mesh.ztunnel_log(node)
+        );
+    }
+    let drained_in = drain_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    for worker in workers {
+        worker.await?;
+    }
+    let elapsed = started.elapsed();
+    let (attempted, failed) = (load.attempted.load(Relaxed), load.failed.load(Relaxed));
+    let rate = attempted as f64 / elapsed.as_secs_f64();
+    println!(
+        "ztunnel upgrade on both nodes: {attempted} connections attempted over {:.1} s ({rate:.0}/s), {failed} failed; 10 long-lived connections completed, old ztunnels exited {:.0} ms after",
+        elapsed.as_secs_f64(),
+        drained_in.as_secs_f64() * 1000.0
+    );
+    ensure!(
+        failed == 0,
+        "{failed} of {attempted} connection attempts failed during the upgrade: {:?}\n--- node-0 ---\n{}\n--- node-1 ---\n{}",
+        load.errors.lock().unwrap(),
+        mesh.ztunnel_log(0),
+        mesh.ztunnel_log(1)
+    );
+    ensure!(
+        rate >= 100.0,
+        "only {rate:.0} new connections/s: the upgrade was not exercised under load"
+    );
+    // The new ztunnels carry the traffic now.
+    let got = exchange(&client, addr, b"after the upgrade").await?;
+    ensure!(got.echo == b"after the upgrade" && got.seen_ip == IpAddr::V4(client.ip()));
+    Ok(())
+}
+
+/// A connection still open when the drain deadline passes is closed, and the old
+/// ztunnel exits; new connections go to the new one throughout.
+async fn drain_deadline() -> Result<()> {
+    let mut mesh = mesh().await?;
+    let client = mesh.add_pod(in_mesh("client", 0)).await?;
+    let server = mesh.add_pod(in_mesh("server", 1)).await?;
+    let _app = serve(&server)?;
+    let addr: SocketAddr = (server.ip(), APP_PORT).into();
+    // The ztunnel that will drain is itself an upgrade, with a short deadline; the
+    // original, idle, exits at once.
+    let original = mesh.upgrade_ztunnel(1, &["--drain-timeout", "1.5"]).await?;
+    timeout(IO_BOUND, original.wait()).await??;
+    let mut idle = LongLived::open(&client, addr).await?;
+    let old = mesh.upgrade_ztunnel(1, &[]).await?;
+    let signalled = std::time::Instant::now();
+    exchange(&client, addr, b"new connections go to the new ztunnel").await?;
+    let status = timeout(Duration::from_secs(10), old.wait())
+        .await
+        .context("the draining ztunnel outlived its deadline")??;
+    let took = signalled.elapsed();
+    ensure!(status.success(), "the drained ztunnel exited with {status}");
+    ensure!(
+        took >= Duration::from_millis(1400),
+        "the old ztunnel exited after {took:?}, before its 1.5 s deadline"
+    );
+    ensure!(
+        mesh.ztunnel_log(1)
+            .contains("drain deadline passed; closing the remaining connections"),
+        "no deadline in the log:\n{}",
+        mesh.ztunnel_log(1)
+    );
+    // The idle connection was cut: the next read ends (EOF or reset) instead of echoing.
+    let cut = idle.round_trip("still there?\n").await;
+    ensure!(cut.is_err(), "a connection outlived the drain deadline");
+    exchange(&client, addr, b"after the drain").await?;
+
+    // A second SIGTERM cuts a drain short (the current ztunnel's deadline is 29 s).
+    let mut idle = LongLived::open(&client, addr).await?;
+    let old = mesh.upgrade_ztunnel(1, &[]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        old.try_wait()?.is_none(),
+        "it did not wait for the idle connection"
+    );
+    old.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let status = timeout(Duration::from_secs(10), old.wait())
+        .await
+        .context("a second SIGTERM did not end the drain")??;
+    ensure!(
+        status.success(),
+        "the cut-short ztunnel exited with {status}"
+    );
+    ensure!(
+        mesh.ztunnel_log(1).contains("drain cut short"),
+        "no cut-short drain in the log:\n{}",
+        mesh.ztunnel_log(1)
+    );
+    ensure!(
+        idle.round_trip("still there?\n").await.is_err(),
+        "a connection outlived the cut-short drain"
+    );
+    exchange(&client, addr, b"after the second drain").await?;
+    Ok(())
+}
+
+/// `--max-inbound-connections`: a pod holding its limit of inbound connections refuses
+/// the next one (503 to the tunnel, flag `UO`), and accepts again once one has closed.
+async fn inbound_connection_limit() -> Result<()> {
+    let mut mesh = mesh().await?;
+    let client = mesh.add_pod(in_mesh("client", 0)).await?;
+    let server = mesh.add_pod(in_mesh("server", 1)).await?;
+    let _app = serve(&server)?;
+    let addr: SocketAddr = (server.ip(), APP_PORT).into();
+    let original = mesh
+        .upgrade_ztunnel(1, &["--max-inbound-connections", "3"])
+        .await?;
+    timeout(IO_BOUND, original.wait()).await??;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(LongLived::open(&client, addr).await?);
+    }
+    ensure!(
+        exchange(&client, addr, b"one too many").await.is_err(),
+        "a fourth connection got through a limit of 3"
+    );
+    assert_eventually!(
+        mesh.ztunnel_log(1)
+            .lines()
+            .any(|l| l.contains("inbound connection refused") && l.contains("limit=3")),
+        timeout = IO_BOUND,
+        "the refusal was not logged:\n{}",
+        mesh.ztunnel_log(1)
+    );
+    assert_eventually!(
+        mesh.ztunnel_log(1).lines().any(|l| l.contains("inbound connection closed")
+            && l.contains("response_flags=\"UO\"")),
+        timeout = IO_BOUND,
+        "no access line with UO:\n{}",
+        mesh.ztunnel_log(1)
+    );
+    for conn in &mut held {
+        conn.round_trip("held connections still work\n").await?;
+    }
+    held.pop().context("three held")?.finish().await?;
+    let mut ok = false;
+    for _ in 0..50 {
+        if exchange(&client, addr, b"room again").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(ok, "no room after a connection closed");
     Ok(())
 }

@@ -27,17 +27,25 @@
 //! Bytes are payload bytes (inside the tunnel for HBONE, not counting TLS or HTTP/2).
 //! In text format, addresses, names and identities are written bare
 //! (`src.identity=spiffe://...`), the keywords and the error quoted (`direction="inbound"`).
+//!
+//! The same record feeds the Istio TCP metrics ([`crate::metrics`]): a log
+//! [`counted`](ConnectionLog::counted) in its pod's metrics counts the connection as
+//! opened when [`opened`](ConnectionLog::opened) (or, if it never was, when emitted:
+//! refused connections), and as closed, with its bytes, when emitted. Every way a
+//! connection ends writes its line, so every open is matched by a close.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hbone::Identity;
 use hbone::copy::{CopyError, Transferred};
 use tracing::field;
 
-use crate::proxy::{PodInfo, Refusal};
+use crate::metrics::{Opened, TcpMetrics};
+use crate::proxy::{PodContext, PodInfo, Refusal};
 use crate::state::{ResolveError, TunnelProtocol, Upstream, Workload, WorkloadState};
 
 /// The `tracing` target of access lines.
@@ -71,8 +79,7 @@ impl Kind {
     }
 }
 
-/// Envoy's response flags, those ztunnel has a use for. `UO` (upstream overflow) is
-/// never set: ztunnel has no connection limits to overflow.
+/// Envoy's response flags, those ztunnel has a use for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResponseFlag {
     #[default]
@@ -87,6 +94,10 @@ pub enum ResponseFlag {
     /// `NR`: nowhere to send it (no such service port, not an address of this pod, no
     /// original destination).
     NoRoute,
+    /// `UO`: upstream overflow, refused because the pod was at its limit of concurrent
+    /// inbound connections ([`crate::limits`]): a CONNECT answered 503, a plaintext
+    /// connection reset.
+    UpstreamOverflow,
 }
 
 impl ResponseFlag {
@@ -97,6 +108,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamFailure => "UF",
             ResponseFlag::NoHealthyUpstream => "UH",
             ResponseFlag::NoRoute => "NR",
+            ResponseFlag::UpstreamOverflow => "UO",
         }
     }
 }
@@ -135,6 +147,9 @@ pub struct Peer {
     pub namespace: Option<String>,
     /// Only when mutual TLS verified it.
     pub identity: Option<Identity>,
+    /// Its record in the workload state, when known (for the metrics' labels: owner,
+    /// canonical service and revision, cluster).
+    pub known: Option<Arc<Workload>>,
 }
 
 impl Peer {
@@ -144,15 +159,17 @@ impl Peer {
             workload: Some(info.name.clone()),
             namespace: Some(info.namespace.clone()),
             identity: Some(identity.clone()),
+            known: None,
         }
     }
 
     /// A workload from the state; `verified`: its identity was proven by mutual TLS.
-    pub fn workload(workload: &Workload, verified: bool) -> Self {
+    pub fn workload(workload: &Arc<Workload>, verified: bool) -> Self {
         Peer {
             workload: Some(workload.name.clone()),
             namespace: Some(workload.namespace.clone()),
             identity: verified.then(|| workload.identity.clone()),
+            known: Some(workload.clone()),
         }
     }
 
@@ -167,12 +184,13 @@ impl Peer {
             workload: known.map(|w| w.name.clone()),
             namespace: known.map(|w| w.namespace.clone()),
             identity: identity.cloned(),
+            known: known.cloned(),
         }
     }
 }
 
-/// One connection's access line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One connection's access line (and its metrics, when [`counted`](Self::counted)).
+#[derive(Debug, Clone)]
 pub struct ConnectionLog {
     pub kind: Kind,
     pub src_addr: SocketAddr,
@@ -181,6 +199,9 @@ pub struct ConnectionLog {
     pub dst_addr: Option<String>,
     /// The service hostname, when a service VIP was dialled.
     pub dst_service: Option<String>,
+    /// That service's name and namespace, as far as known.
+    pub dst_service_name: Option<String>,
+    pub dst_service_namespace: Option<String>,
     pub dst: Peer,
     /// Outbound: the address the app dialled.
     pub original_dst: Option<SocketAddr>,
@@ -192,6 +213,11 @@ pub struct ConnectionLog {
     pub duration: Option<Duration>,
     pub flag: ResponseFlag,
     pub error: Option<String>,
+    /// Where the connection is counted, and its open once counted.
+    metrics: Option<TcpMetrics>,
+    opened: Option<Opened>,
+    /// The open was counted by another log of this connection.
+    open_counted: bool,
 }
 
 impl ConnectionLog {
@@ -203,6 +229,8 @@ impl ConnectionLog {
             src,
             dst_addr: None,
             dst_service: None,
+            dst_service_name: None,
+            dst_service_namespace: None,
             dst,
             original_dst: None,
             security: Security::None,
@@ -211,7 +239,87 @@ impl ConnectionLog {
             duration: None,
             flag: ResponseFlag::None,
             error: None,
+            metrics: None,
+            opened: None,
+            open_counted: false,
         }
+    }
+
+    /// Counts this connection in the metrics of `context`'s pod, whose workload record
+    /// (the source outbound, the destination inbound) labels it.
+    pub(crate) fn counted(self, context: &PodContext) -> Self {
+        self.recorded_in(&context.inputs.metrics)
+            .pod_workload(context.workload())
+    }
+
+    /// Counts this connection in `metrics` (see [`Self::opened`] and [`Self::emit`]).
+    pub fn recorded_in(mut self, metrics: &TcpMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// The state's record of the pod ztunnel proxies for: the source of an outbound
+    /// connection, the destination of an inbound one.
+    pub fn pod_workload(mut self, workload: Option<Arc<Workload>>) -> Self {
+        match self.kind {
+            Kind::Outbound => self.src.known = workload,
+            Kind::Inbound | Kind::InboundPlaintext => self.dst.known = workload,
+        }
+        self
+    }
+
+    /// The connection is established (accepted and routed): counted as opened now, with
+    /// what is known of it so far, and as active until this log and its clones are gone.
+    pub fn opened(mut self) -> Self {
+        if let (Some(metrics), None) = (&self.metrics, &self.opened) {
+            self.opened = Some(metrics.open(&self));
+        }
+        self
+    }
+
+    /// The open counted by [`Self::opened`]: the connection is active while it is held.
+    pub fn open(&self) -> Option<Opened> {
+        self.opened.clone()
+    }
+
+    /// `counted`: this connection's open was counted already, by another log of it
+    /// (inbound HBONE: the one made as its tunnel started).
+    pub fn was_opened(mut self, counted: bool) -> Self {
+        self.open_counted |= counted;
+        self
+    }
+
+    /// Inbound HBONE: the service the client addressed, from the CONNECT's `forwarded`
+    /// header (`host=`), named and placed as the state has it.
+    pub fn addressed(mut self, state: &WorkloadState, host: Option<String>) -> Self {
+        let Some(host) = host else {
+            return self;
+        };
+        let dst_ip = self
+            .dst_addr
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip());
+        // Of the services with that hostname, the one this pod backs.
+        let service = state
+            .services()
+            .filter(|s| s.hostname == host)
+            .max_by_key(|s| {
+                let key = s.key();
+                state
+                    .endpoints(&key)
+                    .iter()
+                    .any(|w| dst_ip.is_some_and(|ip| w.addresses.contains(&ip)))
+            });
+        match service {
+            Some(s) => {
+                self.dst_service_name = Some(s.name.clone());
+                self.dst_service_namespace = Some(s.namespace.clone());
+            }
+            None => self.dst_service_name = service_name_of(&host, None),
+        }
+        self.dst_service = Some(host);
+        self
     }
 
     /// An outbound connection `client` of the pod `info` opened to `original_dst`
@@ -266,6 +374,8 @@ impl ConnectionLog {
                 self.dst_addr = Some(addr.to_string());
                 self.dst = Peer::workload(workload, hbone);
                 self.dst_service = service.as_ref().map(|s| s.hostname.clone());
+                self.dst_service_name = service.as_ref().map(|s| s.name.clone());
+                self.dst_service_namespace = service.as_ref().map(|s| s.namespace.clone());
                 self.security = if hbone {
                     Security::MutualTls
                 } else {
@@ -289,6 +399,8 @@ impl ConnectionLog {
             }
         };
         self.dst_service = Some(service.hostname.clone());
+        self.dst_service_name = service_name_of(&service.hostname, Some(&service.namespace));
+        self.dst_service_namespace = Some(service.namespace.clone());
         self.failed(flag, error)
     }
 
@@ -343,8 +455,12 @@ impl ConnectionLog {
         self
     }
 
-    /// Writes the access line.
+    /// Writes the access line, and counts the connection as closed (opened too, if it
+    /// never was) with its bytes when it is [`counted`](Self::counted).
     pub fn emit(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.close(self, self.open_counted || self.opened.is_some());
+        }
         let duration_ms = self
             .duration
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -374,6 +490,15 @@ impl ConnectionLog {
             self.kind.message()
         );
     }
+}
+
+/// The name of the Kubernetes service `host` (`NAME.NAMESPACE.svc...`), when it has that
+/// form (and, if given, that namespace).
+fn service_name_of(host: &str, namespace: Option<&str>) -> Option<String> {
+    let mut labels = host.split('.');
+    let (name, ns, svc) = (labels.next()?, labels.next()?, labels.next()?);
+    let fits = svc == "svc" && !name.is_empty() && namespace.is_none_or(|n| n == ns);
+    fits.then(|| name.to_owned())
 }
 
 /// A connection cut off because policy no longer allows it: what the copy of a revoked

@@ -376,6 +376,7 @@ fn xds_status(status: &XdsStatus) -> Value {
                 "typeUrl": type_url,
                 "applied": of_type.applied,
                 "rejected": of_type.rejected,
+                "resources": of_type.resources,
                 "lastAppliedNonce": of_type.last_applied_nonce,
                 "lastAppliedVersion": of_type.last_applied_version,
                 "lastRejectedNonce": of_type.last_rejected_nonce,
@@ -451,7 +452,7 @@ pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full
     with_type(status, body.into_bytes(), "text/plain; charset=utf-8")
 }
 
-fn with_type(
+pub(crate) fn with_type(
     status: StatusCode,
     body: Vec<u8>,
     content_type: &'static str,

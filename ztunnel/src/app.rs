@@ -10,6 +10,7 @@ use crate::ca_client::{CaClient, CaClientConfig};
 use crate::cert::{CertificateSource, LocalCa};
 use crate::config::{CertificateAuthority, Config, ConfigError, LogFormat, USAGE, WorkloadSource};
 use crate::control_plane::ControlPlane;
+use crate::metrics::{self, Metrics};
 use crate::pods::PodRegistry;
 use crate::proxy::ProxyInputs;
 use crate::readiness::{self, Readiness};
@@ -38,7 +39,23 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
         LogFormat::Json => runtime::LogFormat::FlatJson,
     };
     let _ = runtime::init_logging_as(None, format);
+    raise_open_files_limit();
     runtime::block_on(Some(config.worker_threads), run(config))
+}
+
+/// Every proxied connection costs ztunnel two descriptors (three with a pooled tunnel
+/// starting), so the usual soft limit of 1024 would cap a node at a few hundred
+/// connections: raise the soft limit to the hard one, as Envoy and Istio's ztunnel do.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 /// The process's shutdown channel: it turns true at the first SIGTERM or SIGINT, or when
@@ -93,11 +110,16 @@ impl Shutdown {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    // Two phases: SIGTERM (or /quitquitquit) starts the drain, and once the pods'
+    // connections are over (or the drain deadline passed) everything else stops.
     let stop = Shutdown::on_signals()?;
-    let shutdown = stop.receiver();
-    // Both ports before anything else: one already taken is a startup error naming it.
+    let draining = stop.receiver();
+    let exit = Shutdown::new();
+    let shutdown = exit.receiver();
+    // The ports before anything else: one already taken is a startup error naming it.
     let admin_listener = admin::bind(config.admin_address, "admin").await?;
     let readiness_listener = admin::bind(config.readiness_address, "readiness").await?;
+    let metrics_listener = admin::bind(config.metrics_address, "metrics").await?;
     // Ready once the node agent's snapshot (the pods to serve) is applied, and the
     // workloads are known: the state file loaded, or the first xDS response of each type
     // applied.
@@ -154,17 +176,35 @@ async fn run(config: Config) -> Result<(), String> {
             return Err("the CA needs the controller's address (--xds-address)".into());
         }
     };
+    let limits = Arc::new(crate::limits::Limits::new(config.limits));
+    let metrics = Metrics::new().with(|registry| limits.register(registry));
     let inputs = ProxyInputs {
         state: store.clone(),
         certs: certs.clone(),
         trust_domain: config.trust_domain.clone(),
         pool: hbone::PoolConfig::default(),
+        metrics: metrics.tcp().clone(),
+        connections: hbone::drain::Tracker::new(),
+        limits,
     };
+    let connections = inputs.connections.clone();
     let registry = PodRegistry::new(inputs);
+    let readiness_view = readiness.clone();
     let (admin_address, readiness_address) = (
         local_address(&admin_listener),
         local_address(&readiness_listener),
     );
+    let metrics_address = local_address(&metrics_listener);
+    let metrics = metrics.with_status(metrics::Status {
+        xds: xds_status.clone(),
+        certs: certs.clone(),
+        pods: registry.view(),
+    });
+    tasks.push(tokio::spawn(metrics::serve(
+        metrics_listener,
+        Arc::new(metrics),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(readiness::serve(
         readiness_listener,
         readiness.clone(),
@@ -190,12 +230,12 @@ async fn run(config: Config) -> Result<(), String> {
         (WorkloadSource::Controller, Some(cp)) => format!("controller {}", cp.address()),
         (WorkloadSource::Controller, None) => "controller".to_owned(),
     };
-    info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, admin = %admin_address, readiness = %readiness_address, "ztunnel started");
+    info!(zds = %config.zds_socket.display(), workloads = %source, tls = hbone::tls::BACKEND, admin = %admin_address, readiness = %readiness_address, metrics = %metrics_address, "ztunnel started");
     // Pods are taken over only once the workload state is known: before that, every
     // destination would look like a non-mesh address and go out in plaintext.
     if let Some(status) = &mut xds_status {
         info!("waiting for the first xDS sync before taking over pods");
-        let mut stop = shutdown.clone();
+        let mut stop = draining.clone();
         let synced = tokio::select! {
             ok = async { status.wait_for(|s| s.synced).await.is_ok() } => ok,
             _ = async { drop(stop.wait_for(|s| *s).await) } => false,
@@ -204,14 +244,32 @@ async fn run(config: Config) -> Result<(), String> {
             info!("xDS synced: taking over pods");
         }
     }
-    tasks.push(tokio::spawn(crate::zds_client::run(
+    let (cut_now, cut_now_rx) = watch::channel(false);
+    let drain = crate::zds_client::Drain {
+        timeout: config.drain_timeout,
+        connections,
+        cut_now: cut_now_rx,
+    };
+    let pods = tokio::spawn(crate::zds_client::run(
         config.zds_socket.clone(),
         registry,
         snapshots,
-        shutdown.clone(),
-    )));
+        draining.clone(),
+        drain,
+    ));
 
-    runtime::stopped(shutdown).await;
+    runtime::stopped(draining).await;
+    // The kubelet (and a node-local load balancer) should stop counting on this one.
+    readiness_view.set_draining();
+    // A second SIGTERM / SIGINT (an impatient Ctrl-C) ends the drain at once.
+    if let Ok(again) = runtime::stop_on_signals() {
+        tokio::spawn(async move {
+            runtime::stopped(again).await;
+            cut_now.send_replace(true);
+        });
+    }
+    let _ = pods.await;
+    exit.trigger();
     for task in tasks {
         let _ = task.await;
     }

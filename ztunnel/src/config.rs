@@ -8,6 +8,10 @@ use hbone::DEFAULT_TRUST_DOMAIN;
 
 use crate::admin::DEFAULT_ADMIN_ADDRESS;
 use crate::control_plane::{ControlPlaneConfig, DEFAULT_SERVER_NAME};
+use crate::limits::{
+    DEFAULT_MAX_INBOUND_CONNECTIONS, DEFAULT_MAX_PENDING_HANDSHAKES, LimitsConfig,
+};
+use crate::metrics::DEFAULT_METRICS_ADDRESS;
 use crate::readiness::DEFAULT_READINESS_ADDRESS;
 
 pub const USAGE: &str = "\
@@ -33,6 +37,19 @@ usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name
                         (default 127.0.0.1:15000; a wildcard address is refused)   [ZTUNNEL_ADMIN_ADDRESS]
   --readiness-address ADDR
                         readiness: GET /healthz/ready (default 0.0.0.0:15021)      [ZTUNNEL_READINESS_ADDRESS]
+  --metrics-address ADDR
+                        metrics: GET /metrics or /stats/prometheus, Istio's TCP metrics and
+                        ztunnel's gauges (default 0.0.0.0:15020)                    [ZTUNNEL_METRICS_ADDRESS]
+  --drain-timeout SECS  after SIGTERM, how long connections in flight may run before the
+                        rest are closed (default: TERMINATION_GRACE_PERIOD_SECONDS minus 1,
+                        29 without it; may be fractional, e.g. 0.5)                [ZTUNNEL_DRAIN_TIMEOUT]
+  --max-inbound-connections N
+                        concurrent inbound connections per pod, HBONE CONNECT streams (15008)
+                        and plaintext (15006) together; beyond it a CONNECT gets 503 and a
+                        plaintext connection is reset, flag UO (default 32768)   [ZTUNNEL_MAX_INBOUND_CONNECTIONS]
+  --max-pending-handshakes N
+                        TLS handshakes in flight per pod on 15008; beyond it the pod's HBONE
+                        listener stops accepting until one finishes (default 128) [ZTUNNEL_MAX_PENDING_HANDSHAKES]
 ";
 
 /// One thread: a hop through ztunnel stays on one CPU with no cross-thread wake-ups,
@@ -83,6 +100,58 @@ pub struct Config {
     pub admin_address: SocketAddr,
     /// The readiness endpoint (`/healthz/ready`).
     pub readiness_address: SocketAddr,
+    /// The metrics endpoint (`/metrics`, `/stats/prometheus`).
+    pub metrics_address: SocketAddr,
+    /// After SIGTERM: how long connections in flight may finish before they are closed.
+    pub drain_timeout: Duration,
+    /// Per-pod bounds on inbound connections and pending handshakes.
+    pub limits: LimitsConfig,
+}
+
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE_PERIOD_SECS: u64 = 30;
+
+/// The drain deadline when `--drain-timeout` is not given: the pod's grace period
+/// (`TERMINATION_GRACE_PERIOD_SECONDS`, as the DaemonSet passes it) minus one second, so
+/// that ztunnel closes what is left itself before the kubelet's SIGKILL.
+fn default_drain_timeout(grace_period: Option<&str>) -> Result<Duration, ConfigError> {
+    let secs = match grace_period {
+        None => DEFAULT_GRACE_PERIOD_SECS,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ConfigError::GracePeriod(v.to_owned()))?,
+    };
+    Ok(Duration::from_secs(secs.saturating_sub(1)))
+}
+
+/// The largest value a limit flag takes: a semaphore holds at most this many permits.
+const MAX_LIMIT: usize = 1 << 28;
+
+/// A limit flag's value: a whole number from 1 to [`MAX_LIMIT`], `default` when absent.
+fn limit(flag: &'static str, value: Option<String>, default: usize) -> Result<usize, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or(ConfigError::Limit {
+            flag,
+            value,
+            max: MAX_LIMIT,
+        })
+}
+
+fn parse_seconds(value: &str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| ConfigError::DrainTimeout(value.to_owned()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +176,16 @@ pub enum ConfigError {
         "--admin-address {0} is a wildcard address: the admin endpoint can stop ztunnel, so give a specific one such as 127.0.0.1:15000"
     )]
     WildcardAdmin(SocketAddr),
+    #[error("--drain-timeout must be a number of seconds such as 20 or 0.5, not {0:?}")]
+    DrainTimeout(String),
+    #[error("TERMINATION_GRACE_PERIOD_SECONDS must be a whole number of seconds, not {0:?}")]
+    GracePeriod(String),
+    #[error("{flag} must be a whole number from 1 to {max}, not {value:?}")]
+    Limit {
+        flag: &'static str,
+        value: String,
+        max: usize,
+    },
     #[error("help requested")]
     Help,
 }
@@ -134,6 +213,10 @@ impl Config {
         let mut worker_threads = env("ZTUNNEL_WORKER_THREADS");
         let mut admin_address = env("ZTUNNEL_ADMIN_ADDRESS");
         let mut readiness_address = env("ZTUNNEL_READINESS_ADDRESS");
+        let mut metrics_address = env("ZTUNNEL_METRICS_ADDRESS");
+        let mut drain_timeout = env("ZTUNNEL_DRAIN_TIMEOUT");
+        let mut max_inbound_connections = env("ZTUNNEL_MAX_INBOUND_CONNECTIONS");
+        let mut max_pending_handshakes = env("ZTUNNEL_MAX_PENDING_HANDSHAKES");
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -160,6 +243,10 @@ impl Config {
                 "--worker-threads" => worker_threads = Some(value()?),
                 "--admin-address" => admin_address = Some(value()?),
                 "--readiness-address" => readiness_address = Some(value()?),
+                "--metrics-address" => metrics_address = Some(value()?),
+                "--drain-timeout" => drain_timeout = Some(value()?),
+                "--max-inbound-connections" => max_inbound_connections = Some(value()?),
+                "--max-pending-handshakes" => max_pending_handshakes = Some(value()?),
                 "-h" | "--help" => return Err(ConfigError::Help),
                 _ => return Err(ConfigError::Unknown(flag)),
             }
@@ -208,9 +295,33 @@ impl Config {
             readiness_address,
             DEFAULT_READINESS_ADDRESS,
         )?;
+        let metrics_address = address(
+            "--metrics-address",
+            metrics_address,
+            DEFAULT_METRICS_ADDRESS,
+        )?;
+        let drain_timeout = match drain_timeout {
+            Some(v) => parse_seconds(&v)?,
+            None => default_drain_timeout(env("TERMINATION_GRACE_PERIOD_SECONDS").as_deref())?,
+        };
+        let limits = LimitsConfig {
+            max_inbound_connections: limit(
+                "--max-inbound-connections",
+                max_inbound_connections,
+                DEFAULT_MAX_INBOUND_CONNECTIONS,
+            )?,
+            max_pending_handshakes: limit(
+                "--max-pending-handshakes",
+                max_pending_handshakes,
+                DEFAULT_MAX_PENDING_HANDSHAKES,
+            )?,
+        };
         Ok(Config {
+            limits,
+            drain_timeout,
             admin_address,
             readiness_address,
+            metrics_address,
             workloads,
             certificates,
             control_plane,
@@ -345,6 +456,34 @@ mod tests {
     }
 
     #[test]
+    fn metrics_on_15020_everywhere_unless_told() {
+        let base = args(&["--state-file", "s", "--ca-dir", "c"]);
+        let none = |_: &str| None;
+        let c = Config::parse(base.clone(), none).unwrap();
+        assert_eq!(c.metrics_address, "0.0.0.0:15020".parse().unwrap());
+
+        let env = |k: &str| (k == "ZTUNNEL_METRICS_ADDRESS").then(|| "10.0.0.1:9020".to_owned());
+        let c = Config::parse(base.clone(), env).unwrap();
+        assert_eq!(c.metrics_address, "10.0.0.1:9020".parse().unwrap());
+        let mut flags = base.clone();
+        flags.extend(args(&["--metrics-address", "[::]:15020"]));
+        let c = Config::parse(flags, env).unwrap();
+        assert_eq!(c.metrics_address, "[::]:15020".parse().unwrap());
+
+        let mut flags = base;
+        flags.extend(args(&["--metrics-address", "15020"]));
+        assert_eq!(
+            Config::parse(flags, none),
+            Err(ConfigError::Address {
+                flag: "--metrics-address",
+                value: "15020".into()
+            })
+        );
+        assert!(USAGE.contains("--metrics-address ADDR"), "{USAGE}");
+        assert!(USAGE.contains("[ZTUNNEL_METRICS_ADDRESS]"), "{USAGE}");
+    }
+
+    #[test]
     fn admin_on_localhost_and_readiness_everywhere_unless_told() {
         let base = args(&["--state-file", "s", "--ca-dir", "c"]);
         let none = |_: &str| None;
@@ -401,5 +540,92 @@ mod tests {
         let mut flag = base;
         flag.extend(args(&["--worker-threads", "2"]));
         assert_eq!(Config::parse(flag, env).unwrap().worker_threads, 2);
+    }
+
+    #[test]
+    fn the_drain_timeout_follows_the_grace_period_unless_given() {
+        let base = args(&["--state-file", "s", "--ca-dir", "c"]);
+        let drain = |extra: &[&str], env: &dyn Fn(&str) -> Option<String>| {
+            let mut flags = base.clone();
+            flags.extend(args(extra));
+            Config::parse(flags, env).map(|c| c.drain_timeout)
+        };
+        let none = |_: &str| None;
+        assert_eq!(drain(&[], &none), Ok(Duration::from_secs(29)));
+        let grace = |k: &str| (k == "TERMINATION_GRACE_PERIOD_SECONDS").then(|| "60".to_owned());
+        assert_eq!(drain(&[], &grace), Ok(Duration::from_secs(59)));
+        let zero = |k: &str| (k == "TERMINATION_GRACE_PERIOD_SECONDS").then(|| "0".to_owned());
+        assert_eq!(drain(&[], &zero), Ok(Duration::ZERO));
+        let env = |k: &str| match k {
+            "ZTUNNEL_DRAIN_TIMEOUT" => Some("7".to_owned()),
+            "TERMINATION_GRACE_PERIOD_SECONDS" => Some("60".to_owned()),
+            _ => None,
+        };
+        assert_eq!(drain(&[], &env), Ok(Duration::from_secs(7)));
+        assert_eq!(
+            drain(&["--drain-timeout", "0.5"], &env),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            drain(&["--drain-timeout", "-1"], &none),
+            Err(ConfigError::DrainTimeout("-1".into()))
+        );
+        assert_eq!(
+            drain(&["--drain-timeout", "10s"], &none),
+            Err(ConfigError::DrainTimeout("10s".into()))
+        );
+        let bad = |k: &str| (k == "TERMINATION_GRACE_PERIOD_SECONDS").then(|| "soon".to_owned());
+        assert_eq!(
+            drain(&[], &bad),
+            Err(ConfigError::GracePeriod("soon".into()))
+        );
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set_by_flag_or_environment() {
+        let base = args(&["--state-file", "s", "--ca-dir", "c"]);
+        let none = |_: &str| None;
+        assert_eq!(
+            Config::parse(base.clone(), none).unwrap().limits,
+            LimitsConfig {
+                max_inbound_connections: 32_768,
+                max_pending_handshakes: 128,
+            }
+        );
+        let env = |k: &str| match k {
+            "ZTUNNEL_MAX_INBOUND_CONNECTIONS" => Some("20000".to_owned()),
+            "ZTUNNEL_MAX_PENDING_HANDSHAKES" => Some("16".to_owned()),
+            _ => None,
+        };
+        let limits = Config::parse(base.clone(), env).unwrap().limits;
+        assert_eq!(limits.max_inbound_connections, 20_000);
+        assert_eq!(limits.max_pending_handshakes, 16);
+        let mut flags = base.clone();
+        flags.extend(args(&[
+            "--max-inbound-connections",
+            "5",
+            "--max-pending-handshakes",
+            "1",
+        ]));
+        let limits = Config::parse(flags, env).unwrap().limits;
+        assert_eq!(limits.max_inbound_connections, 5);
+        assert_eq!(limits.max_pending_handshakes, 1);
+        for (flag, bad) in [
+            ("--max-inbound-connections", "0"),
+            ("--max-inbound-connections", "-3"),
+            ("--max-inbound-connections", "many"),
+            ("--max-pending-handshakes", "999999999999"),
+        ] {
+            let mut flags = base.clone();
+            flags.extend(args(&[flag, bad]));
+            assert_eq!(
+                Config::parse(flags, none),
+                Err(ConfigError::Limit {
+                    flag,
+                    value: bad.into(),
+                    max: MAX_LIMIT,
+                })
+            );
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! against one shared [`state`] and presenting certificates from one [`cert`] source.
 //! [`memory`] hands freed heap back after traffic; [`access_log`] writes one line per
 //! closed connection. [`admin`] serves `config_dump`, `logging` and `quitquitquit` on
-//! localhost:15000, [`readiness`] `/healthz/ready` on 15021.
+//! localhost:15000, [`readiness`] `/healthz/ready` on 15021, [`metrics`] Istio's TCP
+//! metrics and ztunnel's gauges on 15020.
 
 pub mod access_log;
 pub mod admin;
@@ -15,12 +16,16 @@ pub mod ca_client;
 pub mod cert;
 pub mod config;
 pub mod control_plane;
+pub mod limits;
 pub mod memory;
+pub mod metrics;
 pub mod pods;
 pub mod proxy;
 pub mod rbac;
 pub mod readiness;
 pub mod socket;
 pub mod state;
+#[cfg(test)]
+mod test_mesh;
 pub mod xds;
 pub mod zds_client;

@@ -163,6 +163,14 @@ impl PodRegistry {
         self.pods.is_empty()
     }
 
+    /// Stops accepting in every pod (the first step of a graceful stop); connections in
+    /// flight go on until [`Self::clear`].
+    pub async fn drain(&mut self) {
+        for proxies in self.pods.values_mut() {
+            proxies.drain().await;
+        }
+    }
+
     /// Stops everything (shutdown).
     pub async fn clear(&mut self) {
         self.view.lock().clear();

@@ -37,6 +37,13 @@ pub struct ProxyInputs {
     /// Trust domain for pods the state does not know yet.
     pub trust_domain: String,
     pub pool: hbone::PoolConfig,
+    /// Istio's TCP metrics, which every connection's access log counts itself in.
+    pub metrics: crate::metrics::TcpMetrics,
+    /// Every connection the proxies serve (outbound, plaintext, HBONE), counted so that
+    /// a graceful stop knows when the last one has finished.
+    pub connections: hbone::drain::Tracker,
+    /// Per-pod bounds on inbound connections and handshakes ([`crate::limits`]).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for ProxyInputs {
@@ -91,9 +98,19 @@ pub struct PodContext {
     pub sockets: PodSockets,
     pub inputs: ProxyInputs,
     pub pool: Pool,
+    /// This pod's inbound connections and handshakes, against the limits.
+    pub limits: Arc<crate::limits::PodLimits>,
+    /// Turns true when the pod's connections must end (the pod is gone, or the drain
+    /// deadline passed).
+    cut: watch::Receiver<bool>,
 }
 
 impl PodContext {
+    /// Resolves once the pod's connections must end.
+    pub(crate) async fn cut(&self) {
+        stopped(&mut self.cut.clone()).await;
+    }
+
     /// This pod's workload in the current state, if the state knows it yet.
     pub fn workload(&self) -> Option<Arc<Workload>> {
         self.inputs
@@ -232,7 +249,11 @@ pub struct PodProxies {
     context: Arc<PodContext>,
     /// Where the proxies listen inside the pod.
     listeners: Vec<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    /// True: stop accepting (listeners closed, GOAWAY on tunnel connections).
+    accepting: watch::Sender<bool>,
+    /// True: end every connection.
+    cut: watch::Sender<bool>,
+    /// The accept loops.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -271,12 +292,17 @@ impl PodProxies {
             })?;
         let dialer = PodDialer::new(sockets.clone(), inputs.certs.clone());
         let pool = Pool::new(inputs.pool.clone(), Arc::new(dialer));
+        let (accepting, _) = watch::channel(false);
+        let (cut, cut_rx) = watch::channel(false);
+        let limits = inputs.limits.pod(pod.clone());
         let context = Arc::new(PodContext {
             info,
             identity,
             sockets,
             inputs,
             pool,
+            limits,
+            cut: cut_rx,
         });
 
         let listen = |port| {
@@ -289,6 +315,11 @@ impl PodProxies {
                     source,
                 })
         };
+        if let Err(error) = context.sockets.enable_listener_handover() {
+            // Only upgrades suffer: connections queued on our listeners when we close them
+            // are reset rather than handed to the new ztunnel.
+            warn!(%pod, %error, "cannot enable listener handover (tcp_migrate_req); a ztunnel upgrade may reset connections queued at that moment");
+        }
         let outbound = listen(OUTBOUND_PORT)?;
         let inbound_plain = listen(INBOUND_PLAIN_PORT)?;
         let hbone = listen(HBONE_PORT)?;
@@ -303,26 +334,31 @@ impl PodProxies {
             source,
         })?;
 
-        let (shutdown, _) = watch::channel(false);
         let span = info_span!("pod", pod = %pod);
         let mut tasks = Vec::new();
         for l in outbound {
-            let fut = outbound::serve(context.clone(), l, shutdown.subscribe());
+            let fut = outbound::serve(context.clone(), l, accepting.subscribe());
             tasks.push(tokio::spawn(fut.instrument(span.clone())));
         }
         for l in inbound_plain {
-            let fut = inbound_plain::serve(context.clone(), l, shutdown.subscribe());
+            let fut = inbound_plain::serve(context.clone(), l, accepting.subscribe());
             tasks.push(tokio::spawn(fut.instrument(span.clone())));
         }
         for l in hbone {
-            let fut = inbound::serve(context.clone(), server_tls.clone(), l, shutdown.subscribe());
+            let fut = inbound::serve(
+                context.clone(),
+                server_tls.clone(),
+                l,
+                accepting.subscribe(),
+            );
             tasks.push(tokio::spawn(fut.instrument(span.clone())));
         }
         info!(%pod, identity = %context.identity, "proxies started inside the pod");
         Ok(Self {
             context,
             listeners,
-            shutdown,
+            accepting,
+            cut,
             tasks,
         })
     }
@@ -338,46 +374,58 @@ impl PodProxies {
 
     /// Closes the listeners and cuts the pod's connections.
     pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
+        self.drain().await;
+        let _ = self.cut.send(true);
+        info!(pod = %self.context.info.name, namespace = %self.context.info.namespace, "proxies stopped");
+    }
+
+    /// Stops accepting (the listeners are closed once this returns) and sends GOAWAY on
+    /// the pod's tunnel connections; connections in flight go on until they finish or
+    /// [`Self::stop`] cuts them. This is the first step of a graceful stop: a new ztunnel
+    /// already listening beside this one (`SO_REUSEPORT`) gets every new connection,
+    /// including those that were queued on these listeners (`tcp_migrate_req`).
+    pub async fn drain(&mut self) {
+        let _ = self.accepting.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        info!(pod = %self.context.info.name, namespace = %self.context.info.namespace, "proxies stopped");
     }
 }
 
 impl Drop for PodProxies {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.accepting.send(true);
+        let _ = self.cut.send(true);
     }
 }
 
-/// Runs `conn` until it finishes or the pod's proxies stop, whichever comes first.
-async fn until_shutdown(mut shutdown: watch::Receiver<bool>, conn: impl Future<Output = ()>) {
-    tokio::select! {
-        () = conn => {}
-        () = stopped(&mut shutdown) => {}
-    }
-}
-
-/// Accepts until the pod's proxies stop; each connection runs in its own task, cut when
-/// they stop.
+/// Accepts until `accepting` says stop; each connection runs in its own task, counted in
+/// [`ProxyInputs::connections`] and cut when the pod's connections are.
 async fn accept_loop<F, Fut>(
     kind: &'static str,
+    context: &Arc<PodContext>,
     listener: tokio::net::TcpListener,
-    shutdown: watch::Receiver<bool>,
+    accepting: watch::Receiver<bool>,
     handle: F,
 ) where
     F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut stop = shutdown.clone();
+    let mut stop = accepting;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = info_span!("conn", kind, src = %peer);
-                    tokio::spawn(until_shutdown(shutdown.clone(), handle(stream, peer)).instrument(span));
+                    let (guard, context) = (context.inputs.connections.guard(), context.clone());
+                    let conn = handle(stream, peer);
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        tokio::select! {
+                            () = conn => {}
+                            () = context.cut() => {}
+                        }
+                    }.instrument(span));
                 }
                 Err(e) => accept_failed(kind, e).await,
             },

@@ -5,7 +5,7 @@
 //! snapshot applied, the first xDS response of every subscribed type applied, or the
 //! state file loaded. As with Istio's ztunnel, ready is for good once reached: a lost
 //! controller or node agent later does not make ztunnel unready (it keeps serving what it
-//! has).
+//! has). Only a graceful stop does: from SIGTERM on, ztunnel answers 503 `draining`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,8 @@ struct Inner {
     conditions: Mutex<Vec<Condition>>,
     /// Latched at the first check that finds every condition met.
     ready: AtomicBool,
+    /// Set for good when the graceful stop begins.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -104,6 +106,9 @@ impl Readiness {
     /// `Ok` once every condition has been met (and from then on); otherwise what is still
     /// awaited, in the order the conditions were added.
     pub fn check(&self) -> Result<(), Vec<String>> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(vec!["draining".to_owned()]);
+        }
         if self.inner.ready.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -115,6 +120,11 @@ impl Readiness {
             tracing::info!("ztunnel ready");
         }
         Ok(())
+    }
+
+    /// The graceful stop has begun: not ready from now on, whatever the conditions say.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Condition>> {
@@ -164,6 +174,14 @@ mod tests {
     use super::*;
     use crate::admin::testing::request;
     use std::time::Duration;
+
+    #[test]
+    fn draining_is_not_ready_even_when_every_condition_is_met() {
+        let readiness = Readiness::new();
+        assert_eq!(readiness.check(), Ok(()));
+        readiness.set_draining();
+        assert_eq!(readiness.check(), Err(vec!["draining".to_owned()]));
+    }
 
     #[test]
     fn ready_once_every_condition_is_met_and_for_good() {

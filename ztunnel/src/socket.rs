@@ -15,6 +15,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// The mark on ztunnel's packets (1337), matched by the capture rules.
 pub const ZTUNNEL_MARK: u32 = 0x539;
 
+/// Per network namespace: the namespace of the thread that opens it.
+const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
 /// Listen backlog of each per-pod listener.
 const BACKLOG: i32 = 1024;
 
@@ -58,6 +61,23 @@ impl PodSockets {
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(BACKLOG)?;
         TcpListener::from_std(socket.into())
+    }
+
+    /// Makes a closing listener hand the connections queued on it (handshake done or in
+    /// progress, not yet accepted) to another listener of its `SO_REUSEPORT` group instead
+    /// of resetting them: `net.ipv4.tcp_migrate_req` (Linux 5.14+), a setting of the pod's
+    /// network namespace. This is what lets an old ztunnel close its listeners while a new
+    /// one listens beside it without a single connection attempt failing.
+    pub fn enable_listener_handover(&self) -> io::Result<()> {
+        self.netns.run(|| {
+            std::fs::write(TCP_MIGRATE_REQ, "1")?;
+            match std::fs::read_to_string(TCP_MIGRATE_REQ)?.trim() {
+                "1" => Ok(()),
+                other => Err(io::Error::other(format!(
+                    "{TCP_MIGRATE_REQ} reads {other:?} after writing 1"
+                ))),
+            }
+        })?
     }
 
     /// Listeners on `port` for every address family the pod has: `0.0.0.0` always, `[::]`

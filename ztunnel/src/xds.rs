@@ -107,6 +107,8 @@ pub struct XdsTypeStatus {
     /// Responses accepted (ACKed) and refused (NACKed).
     pub applied: u64,
     pub rejected: u64,
+    /// Resources of this type held after the last accepted response.
+    pub resources: usize,
     /// The nonce and `system_version_info` of the last accepted response.
     pub last_applied_nonce: String,
     pub last_applied_version: String,

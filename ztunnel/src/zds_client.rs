@@ -16,13 +16,32 @@ use crate::proxy::PodInfo;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Runs until `shutdown`; then stops every pod's proxies. `snapshots` is bumped each
-/// time a full snapshot from the agent has been applied (readiness, tests).
+/// How the pods' connections end when ztunnel stops.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// How long connections in flight may go on after `shutdown`.
+    pub timeout: Duration,
+    /// Every connection the proxies serve.
+    pub connections: hbone::drain::Tracker,
+    /// Turns true to end the drain at once (a second SIGTERM / SIGINT).
+    pub cut_now: watch::Receiver<bool>,
+}
+
+/// After the deadline, how long the cut connections get to wind down (their access
+/// lines) before ztunnel exits anyway.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown`; then drains: every pod stops accepting (a new ztunnel
+/// listening beside this one takes the new connections), the node agent is let go of,
+/// and connections in flight go on until they finish or `drain.timeout` passes, when the
+/// rest are closed. `snapshots` is bumped each time a full snapshot from the agent has
+/// been applied (readiness, tests).
 pub async fn run(
     path: PathBuf,
     mut registry: PodRegistry,
     snapshots: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Drain,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
@@ -51,7 +70,33 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+    let deadline = tokio::time::Instant::now() + drain.timeout;
+    registry.drain().await;
+    let active = drain.connections.active();
+    info!(
+        connections = active,
+        deadline = ?drain.timeout,
+        "draining: listeners closed in every pod; connections in flight may finish"
+    );
+    let mut cut_now = drain.cut_now.clone();
+    tokio::select! {
+        () = drain.connections.idle() => info!("drained: every connection has finished"),
+        () = tokio::time::sleep_until(deadline) => warn!(
+            connections = drain.connections.active(),
+            "drain deadline passed; closing the remaining connections"
+        ),
+        () = async {
+            // Without a way to cut it short (the sender gone), the drain just goes on.
+            if cut_now.wait_for(|cut| *cut).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => warn!(
+            connections = drain.connections.active(),
+            "drain cut short; closing the remaining connections"
+        ),
+    }
     registry.clear().await;
+    let _ = tokio::time::timeout(CUT_GRACE, drain.connections.idle()).await;
 }
 
 async fn serve(

@@ -147,7 +147,7 @@ async fn standalone_ztunnel_is_ready_with_its_state_file_and_quits_on_request() 
     std::fs::write(dir.join("state.yaml"), STATE).unwrap();
     ztunnel::cert::LocalCa::write_dir(&hbone::testing::TestCa::new(), &dir.join("ca")).unwrap();
     let agent = ZdsListener::bind(dir.join("zds.sock")).unwrap();
-    let (admin, ready) = (free_address(), free_address());
+    let (admin, ready, metrics) = (free_address(), free_address(), free_address());
     let args: Vec<String> = [
         "--state-file",
         path(&dir.join("state.yaml")),
@@ -159,6 +159,8 @@ async fn standalone_ztunnel_is_ready_with_its_state_file_and_quits_on_request() 
         &admin.to_string(),
         "--readiness-address",
         &ready.to_string(),
+        "--metrics-address",
+        &metrics.to_string(),
     ]
     .map(str::to_owned)
     .into();
@@ -184,6 +186,27 @@ async fn standalone_ztunnel_is_ready_with_its_state_file_and_quits_on_request() 
     assert_eq!(dump["pods"], serde_json::json!([]));
     assert_eq!(dump["readiness"]["ready"], true);
     assert!(dump.get("xds").is_none(), "no xDS without a controller");
+
+    // Metrics on both paths; no xDS gauges without a controller, no pods yet.
+    let page = request(metrics, "GET", "/metrics").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        request(metrics, "GET", "/stats/prometheus").await.body,
+        page.body
+    );
+    assert!(
+        page.body.contains("ztunnel_pods{state=\"running\"} 0\n"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("ztunnel_active_connections{direction=\"outbound\"} 0\n"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("ztunnel_xds_"), "{}", page.body);
+    assert!(page.body.ends_with("# EOF\n"), "{}", page.body);
 
     // The process's own log filter (the one `runtime::init_logging` installed).
     let level = request(admin, "GET", "/logging").await;
@@ -211,30 +234,52 @@ async fn standalone_ztunnel_is_ready_with_its_state_file_and_quits_on_request() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_already_in_use_stops_ztunnel_at_start() {
-    let dir = temp_dir("taken");
+    for flag in [
+        "--readiness-address",
+        "--metrics-address",
+        "--admin-address",
+    ] {
+        assert_eq!(
+            start_with_taken(flag).await,
+            ExitCode::FAILURE,
+            "{flag} on a taken port"
+        );
+    }
+}
+
+/// Starts ztunnel with `flag`'s port already taken; returns its exit code.
+async fn start_with_taken(flag: &str) -> ExitCode {
+    let dir = temp_dir(&format!("taken{flag}"));
     std::fs::write(dir.join("state.yaml"), STATE).unwrap();
     ztunnel::cert::LocalCa::write_dir(&hbone::testing::TestCa::new(), &dir.join("ca")).unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--state-file",
         path(&dir.join("state.yaml")),
         "--ca-dir",
         path(&dir.join("ca")),
         "--zds-socket",
         path(&dir.join("no-agent.sock")),
-        "--admin-address",
-        &free_address().to_string(),
-        "--readiness-address",
-        &taken.local_addr().unwrap().to_string(),
     ]
     .map(str::to_owned)
     .into();
+    for port in [
+        "--admin-address",
+        "--readiness-address",
+        "--metrics-address",
+    ] {
+        let address = match port == flag {
+            true => taken.local_addr().unwrap(),
+            false => free_address(),
+        };
+        args.extend([port.to_owned(), address.to_string()]);
+    }
     let code = tokio::time::timeout(BOUND, start_ztunnel(args))
         .await
         .expect("ztunnel gives up at once")
         .unwrap();
-    assert_eq!(code, ExitCode::FAILURE);
     std::fs::remove_dir_all(&dir).unwrap();
+    code
 }
 
 /// ztunnel's connection to the fake node agent, once it said hello.
@@ -328,7 +373,7 @@ async fn with_the_controller_ready_waits_for_xds_and_the_node_agents_snapshot() 
     MeshCa::load_or_create(&dir.join("controller")).unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent = ZdsListener::bind(dir.join("zds.sock")).unwrap();
-    let (admin, ready) = (free_address(), free_address());
+    let (admin, ready, metrics) = (free_address(), free_address(), free_address());
     let args: Vec<String> = [
         "--xds-address",
         &format!("https://{}", grpc.local_addr().unwrap()),
@@ -344,6 +389,8 @@ async fn with_the_controller_ready_waits_for_xds_and_the_node_agents_snapshot() 
         &admin.to_string(),
         "--readiness-address",
         &ready.to_string(),
+        "--metrics-address",
+        &metrics.to_string(),
     ]
     .map(str::to_owned)
     .into();
@@ -391,6 +438,23 @@ async fn with_the_controller_ready_waits_for_xds_and_the_node_agents_snapshot() 
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["cart-a"], "{dump:#}");
+
+    // The same, as metrics: connected, synced, one workload and one service held.
+    let page = request(metrics, "GET", "/metrics").await.body;
+    for line in [
+        "ztunnel_xds_connected 1\n",
+        "ztunnel_xds_synced 1\n",
+        "ztunnel_xds_resources{type_url=\"type.googleapis.com/istio.workload.Address\"} 2\n",
+        "ztunnel_xds_nacks_total{type_url=\"type.googleapis.com/istio.workload.Address\"} 0\n",
+    ] {
+        assert!(page.contains(line), "no {line:?} in\n{page}");
+    }
+    assert!(
+        page.contains(
+            "ztunnel_xds_acks_total{type_url=\"type.googleapis.com/istio.security.Authorization\"} "
+        ),
+        "{page}"
+    );
 
     // The node agent: ztunnel connects once synced; an empty snapshot completes it.
     let conn = agent_connection(&agent).await;

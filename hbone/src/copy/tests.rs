@@ -74,14 +74,36 @@ fn pump_after(reads: usize) -> (Pump, u64) {
 }
 
 #[test]
-fn buffer_starts_small_and_grows_under_bulk() {
+fn buffer_starts_small_grows_under_bulk_and_is_not_held_while_idle() {
+    // Waiting for data at the initial size holds no buffer.
     let (idle, _) = pump_after(0);
-    assert_eq!(idle.buffer_len(), INITIAL_BUFFER);
-    let (chatty, _) = pump_after(1);
-    assert_eq!(chatty.buffer_len(), INITIAL_BUFFER);
+    assert_eq!(idle.buffer_len(), 0);
+    let (chatty, total) = pump_after(1);
+    assert_eq!(chatty.buffer_len(), 0);
+    assert_eq!(total, INITIAL_BUFFER as u64);
+    // A bulk transfer grows its buffer and keeps it between reads.
     let (bulk, total) = pump_after(50);
     assert_eq!(bulk.buffer_len(), MAX_BUFFER);
     assert!(total > 50 * INITIAL_BUFFER as u64);
+}
+
+#[test]
+fn a_grown_buffer_is_kept_between_bursts() {
+    // Two full reads grow the buffer before the next read: waiting then keeps it, and
+    // the next burst reads 4 KiB at once instead of starting over at 1 KiB.
+    let (mut pump, _) = pump_after(2);
+    assert_eq!(pump.buffer_len(), 4 * INITIAL_BUFFER);
+    let mut reader = FullReads { reads: 1 };
+    let mut writer = tokio::io::sink();
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let before = pump.total;
+    assert!(
+        pump.poll_pump(&mut cx, &mut reader, &mut writer)
+            .is_pending()
+    );
+    assert_eq!(pump.total - before, 4 * INITIAL_BUFFER as u64);
+    assert_eq!(pump.buffer_len(), 4 * INITIAL_BUFFER);
 }
 
 struct FailingWriter;

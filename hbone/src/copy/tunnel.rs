@@ -142,11 +142,17 @@ impl IntoTunnel {
             // Once the previous chunks were written out and dropped, this reclaims the
             // same allocation.
             self.buf.reserve(self.read_size);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut *reader),
-                cx,
-                &mut self.buf
-            ))?;
+            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.buf) {
+                Poll::Ready(read) => read?,
+                Poll::Pending => {
+                    // Waiting at the initial size (an idle or chatty connection, the
+                    // common case): hold no buffer meanwhile. Bulk reads keep theirs.
+                    if self.read_size == INITIAL_BUFFER && self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            };
             if n == 0 {
                 self.read_eof = true;
                 continue;

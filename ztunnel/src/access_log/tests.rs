@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -6,71 +5,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 use crate::rbac::{Denied, DenyReason};
-use crate::state::{Service, ServiceKey};
-
-const CLIENT: &str = "spiffe://cluster.local/ns/mesh/sa/client";
-const SERVER: &str = "spiffe://cluster.local/ns/mesh/sa/server";
-
-fn id(s: &str) -> Identity {
-    s.parse().unwrap()
-}
-
-fn workload(name: &str, sa: &str, ip: &str, protocol: TunnelProtocol) -> Workload {
-    Workload {
-        uid: format!("cluster//Pod/mesh/{name}"),
-        name: name.into(),
-        namespace: "mesh".into(),
-        service_account: sa.into(),
-        trust_domain: "cluster.local".into(),
-        node: "node-0".into(),
-        addresses: vec![ip.parse().unwrap()],
-        protocol,
-        workload_name: sa.into(),
-        canonical_name: sa.into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
-        authorization_policies: Vec::new(),
-        identity: id(&format!("spiffe://cluster.local/ns/mesh/sa/{sa}")),
-    }
-}
-
-/// `client-0` (10.244.0.20) and `server-0` (10.244.1.5, behind `echo` at 10.96.0.10:80),
-/// both HBONE; `legacy-0` (10.244.0.30) outside the mesh.
-fn state() -> WorkloadState {
-    let echo = Service {
-        name: "echo".into(),
-        namespace: "mesh".into(),
-        hostname: "echo.mesh.svc.cluster.local".into(),
-        vips: vec!["10.96.0.10".parse().unwrap()],
-        ports: [(80, 8080), (81, 8081)].into(),
-    };
-    let mut server = workload("server-0", "server", "10.244.1.5", TunnelProtocol::Hbone);
-    let key = ServiceKey::parse("mesh/echo.mesh.svc.cluster.local").unwrap();
-    server.services.insert(key, [(80, 8080)].into());
-    WorkloadState::new(
-        vec![
-            workload("client-0", "client", "10.244.0.20", TunnelProtocol::Hbone),
-            server,
-            workload("legacy-0", "legacy", "10.244.0.30", TunnelProtocol::None),
-        ],
-        vec![echo],
-    )
-    .unwrap()
-}
-
-fn pod(name: &str, sa: &str) -> PodInfo {
-    PodInfo {
-        uid: format!("k8s-{name}"),
-        name: name.into(),
-        namespace: "mesh".into(),
-        service_account: sa.into(),
-    }
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use crate::test_mesh::{CLIENT, SERVER, addr, id, pod, state};
 
 /// Collects what the log layer writes.
 #[derive(Clone, Default)]

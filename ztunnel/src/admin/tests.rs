@@ -175,6 +175,9 @@ async fn fixture() -> Fixture {
         certs: certs.clone(),
         trust_domain: "cluster.local".into(),
         pool: hbone::PoolConfig::default(),
+        metrics: Default::default(),
+        connections: hbone::drain::Tracker::new(),
+        limits: Default::default(),
     });
     // db-1's proxies cannot start: its identity has no certificate. Nothing is listened
     // on before the certificate is there, so this needs no privileges.
@@ -398,6 +401,7 @@ async fn config_dump_shows_state_certificates_pods_xds_and_readiness() {
             "typeUrl": api::ADDRESS_TYPE_URL,
             "applied": 2,
             "rejected": 0,
+            "resources": 0,
             "lastAppliedNonce": "n-2",
             "lastAppliedVersion": "v7",
             "lastRejectedNonce": null,

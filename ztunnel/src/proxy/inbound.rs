@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::{PodContext, Refusal};
 use crate::access_log::{self, ConnectionLog, ResponseFlag};
+use crate::limits::ConnectionSlot;
 
 pub(super) async fn serve(
     context: Arc<PodContext>,
@@ -27,19 +28,27 @@ pub(super) async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
+    let tunnels = Arc::new(Tunnels::default());
     let handler = InboundHandler {
         context: context.clone(),
-        tunnels: TunnelStarts::default(),
+        tunnels: tunnels.clone(),
     };
-    let connector = PodUpstream { context };
+    let connections = context.inputs.connections.clone();
+    // Handshakes wait for a slot before their connection is even accepted.
+    let handshakes = context.limits.clone();
+    let connector = PodUpstream { context, tunnels };
+    // `shutdown` stops accepting and GOAWAYs the tunnel connections, whose tunnels in
+    // flight go on; each connection is counted until it has closed.
     Server::new(ServerConfig::new(tls), handler, connector)
+        .tracked(connections)
+        .handshake_limit(handshakes)
         .serve(listener, shutdown)
         .await;
 }
 
 struct InboundHandler {
     context: Arc<PodContext>,
-    tunnels: TunnelStarts,
+    tunnels: Arc<Tunnels>,
 }
 
 impl InboundHandler {
@@ -52,14 +61,17 @@ impl InboundHandler {
 /// `request`'s access line, before anything happened: the tunnel peer and its verified
 /// identity, this pod, and the CONNECT's target.
 fn access_log(context: &PodContext, request: &InboundConnect) -> ConnectionLog {
+    let state = context.inputs.state.snapshot();
     ConnectionLog::inbound(
-        &context.inputs.state.snapshot(),
+        &state,
         &context.info,
         &context.identity,
         request.peer_addr,
         Some(&request.peer_identity),
         Some(request.authority.to_string()),
     )
+    .addressed(&state, request.forwarded().and_then(|f| f.host))
+    .counted(context)
 }
 
 impl ConnectHandler for InboundHandler {
@@ -76,12 +88,27 @@ impl ConnectHandler for InboundHandler {
                 .emit();
             return Decision::Reject(StatusCode::BAD_REQUEST);
         };
+        // The cheapest refusal first: a pod at its limit spends nothing on policy.
+        let Some(slot) = self.context.limits.try_connection("HBONE") else {
+            let max = self.context.inputs.limits.config().max_inbound_connections;
+            self.log(request)
+                .failed(
+                    ResponseFlag::UpstreamOverflow,
+                    format_args!("the pod is at its limit of {max} concurrent inbound connections"),
+                )
+                .lasted(Some(started.elapsed()))
+                .emit();
+            return Decision::Reject(StatusCode::SERVICE_UNAVAILABLE);
+        };
         let src = &request.peer_identity;
         let refusal = match self
             .context
             .admit(request.peer_addr.ip(), Some(src), target)
         {
-            Ok(()) => return Decision::Connect(target),
+            Ok(()) => {
+                self.tunnels.admit(slot);
+                return Decision::Connect(target);
+            }
             Err(refusal) => refusal,
         };
         let status = match &refusal {
@@ -105,48 +132,86 @@ impl ConnectHandler for InboundHandler {
     /// after answering 200), which also starts its clock.
     fn revoked(&self, request: &InboundConnect) -> impl Future<Output = io::Error> + Send {
         self.tunnels.start();
+        // Counted as opened now; active as long as the tunnel runs.
+        let open = self.log(request).opened().open();
         let context = self.context.clone();
         let (src_ip, src) = (request.peer_addr.ip(), request.peer_identity.clone());
         let target = request.authority.socket_addr();
         async move {
-            match target {
-                Some(target) => {
-                    access_log::revoked(context.revoked(src_ip, Some(src), target).await)
+            let _active = open;
+            let by_policy = async {
+                match target {
+                    Some(target) => {
+                        access_log::revoked(context.revoked(src_ip, Some(src), target).await)
+                    }
+                    None => std::future::pending().await, // never accepted
                 }
-                None => std::future::pending().await, // never accepted
+            };
+            tokio::select! {
+                e = by_policy => e,
+                () = context.cut() => io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "closed: the pod is gone or ztunnel's drain deadline passed",
+                ),
             }
         }
     }
 
     fn finished(&self, request: &InboundConnect, outcome: &Result<Transferred, CopyError>) {
+        let lasted = self.tunnels.end();
         self.log(request)
+            .was_opened(lasted.is_some())
             .copied(outcome)
-            .lasted(self.tunnels.end())
+            .lasted(lasted)
             .emit();
         crate::memory::connection_closed();
     }
 }
 
-/// When each accepted tunnel started. hbone serves each CONNECT stream in a task of its
-/// own, in which it calls [`ConnectHandler::revoked`] as the tunnel starts and
-/// [`ConnectHandler::finished`] once as it ends: the task's id ties the two together.
+/// The admitted CONNECTs: each one's slot of the pod's connection limit, and when its
+/// tunnel started. hbone serves each CONNECT stream in a task of its own, in which it
+/// calls [`ConnectHandler::decide`], then either the connector (whose failure ends the
+/// CONNECT with 503) or [`ConnectHandler::revoked`] as the tunnel starts and
+/// [`ConnectHandler::finished`] once as it ends (also when the client left before the
+/// 200): the task's id ties them together, and one of the two ends releases the slot.
 #[derive(Default)]
-struct TunnelStarts(Mutex<HashMap<tokio::task::Id, Instant>>);
+struct Tunnels(Mutex<HashMap<tokio::task::Id, Tunnel>>);
 
-impl TunnelStarts {
-    fn start(&self) {
+struct Tunnel {
+    _slot: ConnectionSlot,
+    started: Option<Instant>,
+}
+
+impl Tunnels {
+    /// The current task's CONNECT was admitted and holds `slot`.
+    fn admit(&self, slot: ConnectionSlot) {
         if let Some(task) = tokio::task::try_id() {
-            self.lock().insert(task, Instant::now());
+            let tunnel = Tunnel {
+                _slot: slot,
+                started: None,
+            };
+            self.lock().insert(task, tunnel);
         }
     }
 
-    /// How long the current task's tunnel lasted; `None` if it was never started here.
-    fn end(&self) -> Option<Duration> {
-        let task = tokio::task::try_id()?;
-        self.lock().remove(&task).map(|started| started.elapsed())
+    /// The current task's tunnel starts.
+    fn start(&self) {
+        if let Some(task) = tokio::task::try_id()
+            && let Some(tunnel) = self.lock().get_mut(&task)
+        {
+            tunnel.started = Some(Instant::now());
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<tokio::task::Id, Instant>> {
+    /// Releases the current task's slot; returns how long its tunnel lasted (`None` if
+    /// it never started).
+    fn end(&self) -> Option<Duration> {
+        let task = tokio::task::try_id()?;
+        let tunnel = self.lock().remove(&task)?;
+        tunnel.started.map(|started| started.elapsed())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<tokio::task::Id, Tunnel>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -154,6 +219,7 @@ impl TunnelStarts {
 /// Connects to the app inside the pod, from the tunnel client's own IP.
 struct PodUpstream {
     context: Arc<PodContext>,
+    tunnels: Arc<Tunnels>,
 }
 
 impl UpstreamConnector for PodUpstream {
@@ -164,8 +230,10 @@ impl UpstreamConnector for PodUpstream {
             .sockets
             .connect(addr, Some(request.peer_addr.ip()))
             .await;
-        // hbone answers 503 and the tunnel never starts: its access line is written here.
+        // hbone answers 503 and the tunnel never starts: its access line is written here,
+        // and its slot released.
         if let Err(e) = &connected {
+            self.tunnels.end();
             access_log(&self.context, request)
                 .failed(
                     ResponseFlag::UpstreamFailure,

@@ -22,9 +22,13 @@ pub(super) async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop("inbound_plain", listener, shutdown, move |stream, peer| {
-        handle(context.clone(), stream, peer)
-    })
+    accept_loop(
+        "inbound_plain",
+        &context.clone(),
+        listener,
+        shutdown,
+        move |stream, peer| handle(context.clone(), stream, peer),
+    )
     .await;
 }
 
@@ -38,11 +42,24 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
         peer,
         None,
         dst.map(|d| d.to_string()),
-    );
+    )
+    .counted(&context);
     let Some(dst) = dst else {
         log.failed(ResponseFlag::NoRoute, "no original destination")
             .lasted(Some(started.elapsed()))
             .emit();
+        return;
+    };
+    // The cheapest refusal first: a pod at its limit spends nothing on policy.
+    let Some(_slot) = context.limits.try_connection("TCP") else {
+        let max = context.inputs.limits.config().max_inbound_connections;
+        crate::socket::reset(client);
+        log.failed(
+            ResponseFlag::UpstreamOverflow,
+            format_args!("the pod is at its limit of {max} concurrent inbound connections"),
+        )
+        .lasted(Some(started.elapsed()))
+        .emit();
         return;
     };
     if let Err(refusal) = context.admit(peer.ip(), None, dst) {
@@ -58,6 +75,7 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
         log.refused(&refusal).lasted(Some(started.elapsed())).emit();
         return;
     }
+    let log = log.opened();
     let mut upstream = match context.sockets.connect(dst, Some(peer.ip())).await {
         Ok(s) => s,
         Err(e) => {

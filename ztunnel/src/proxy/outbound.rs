@@ -23,16 +23,21 @@ pub(super) async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop("outbound", listener, shutdown, move |stream, peer| {
-        handle(context.clone(), stream, peer)
-    })
+    accept_loop(
+        "outbound",
+        &context.clone(),
+        listener,
+        shutdown,
+        move |stream, peer| handle(context.clone(), stream, peer),
+    )
     .await;
 }
 
 async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let dst = redirected_dst(&client);
-    let log = ConnectionLog::outbound(&context.info, &context.identity, peer, dst);
+    let log =
+        ConnectionLog::outbound(&context.info, &context.identity, peer, dst).counted(&context);
     let Some(dst) = dst else {
         log.failed(ResponseFlag::NoRoute, "no original destination")
             .lasted(Some(started.elapsed()))
@@ -47,7 +52,7 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
             return;
         }
     };
-    let log = log.upstream(&upstream);
+    let log = log.upstream(&upstream).opened();
     let outcome = match upstream {
         Upstream::Workload {
             workload,

@@ -172,8 +172,10 @@ impl XdsClient {
                 self.status.send_modify(|s| {
                     s.applied += 1;
                     s.synced |= synced;
+                    let held = self.resources.count(&response.type_url);
                     let of_type = s.types.entry(response.type_url).or_default();
                     of_type.applied += 1;
+                    of_type.resources = held;
                     of_type.last_applied_nonce = response.nonce;
                     of_type.last_applied_version = response.system_version_info;
                 });

@@ -71,6 +71,15 @@ impl Resources {
         }
     }
 
+    /// How many resources of `type_url` are held.
+    pub fn count(&self, type_url: &str) -> usize {
+        match type_url {
+            api::ADDRESS_TYPE_URL => self.addresses.len(),
+            api::AUTHORIZATION_TYPE_URL => self.policies.len(),
+            _ => 0,
+        }
+    }
+
     /// Applies `response` to a copy of its type's resources, converts everything and
     /// rebuilds the whole state. Only if all of that succeeds is the copy kept.
     pub fn apply(&mut self, response: &DeltaDiscoveryResponse) -> Result<Applied, Rejected> {

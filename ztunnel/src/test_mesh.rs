@@ -1,0 +1,100 @@
+//! The small mesh the access-log and metrics unit tests describe connections in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use hbone::Identity;
+
+use crate::proxy::PodInfo;
+use crate::state::{Service, ServiceKey, TunnelProtocol, Workload, WorkloadState};
+
+pub const CLIENT: &str = "spiffe://cluster.local/ns/mesh/sa/client";
+pub const SERVER: &str = "spiffe://cluster.local/ns/mesh/sa/server";
+
+pub fn id(s: &str) -> Identity {
+    s.parse().unwrap()
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A pod of the `mesh` namespace in cluster `east`, owned by `owner`, canonical service
+/// `sa` at revision `v1`.
+pub fn workload(name: &str, owner: &str, sa: &str, ip: &str, protocol: TunnelProtocol) -> Workload {
+    Workload {
+        uid: format!("east//Pod/mesh/{name}"),
+        name: name.into(),
+        namespace: "mesh".into(),
+        service_account: sa.into(),
+        trust_domain: "cluster.local".into(),
+        node: "node-0".into(),
+        addresses: vec![ip.parse().unwrap()],
+        protocol,
+        workload_name: owner.into(),
+        canonical_name: sa.into(),
+        canonical_revision: "v1".into(),
+        services: BTreeMap::new(),
+        healthy: true,
+        authorization_policies: Vec::new(),
+        identity: id(&format!("spiffe://cluster.local/ns/mesh/sa/{sa}")),
+    }
+}
+
+fn service(name: &str, vip: &str, ports: &[(u16, u16)]) -> Service {
+    Service {
+        name: name.into(),
+        namespace: "mesh".into(),
+        hostname: format!("{name}.mesh.svc.cluster.local"),
+        vips: vec![vip.parse().unwrap()],
+        ports: ports.iter().copied().collect(),
+    }
+}
+
+/// `client-0` (10.244.0.20) and `server-0` (10.244.1.5, the endpoint of `echo` at
+/// 10.96.0.10:80, its only port), both HBONE; `legacy-0` (10.244.0.30)
+/// outside the mesh, with no cluster in its uid; the service `empty` (10.96.0.11) with
+/// no endpoint.
+pub fn state() -> WorkloadState {
+    let mut server = workload(
+        "server-0",
+        "server-deploy",
+        "server",
+        "10.244.1.5",
+        TunnelProtocol::Hbone,
+    );
+    let key = ServiceKey::parse("mesh/echo.mesh.svc.cluster.local").unwrap();
+    server.services.insert(key, [(80, 8080)].into());
+    let mut legacy = workload(
+        "legacy-0",
+        "legacy",
+        "legacy",
+        "10.244.0.30",
+        TunnelProtocol::None,
+    );
+    legacy.uid = "legacy-0".into();
+    let client = workload(
+        "client-0",
+        "client-deploy",
+        "client",
+        "10.244.0.20",
+        TunnelProtocol::Hbone,
+    );
+    WorkloadState::new(
+        vec![client, server, legacy],
+        vec![
+            service("echo", "10.96.0.10", &[(80, 8080)]),
+            service("empty", "10.96.0.11", &[(80, 8080)]),
+        ],
+    )
+    .unwrap()
+}
+
+pub fn pod(name: &str, sa: &str) -> PodInfo {
+    PodInfo {
+        uid: format!("k8s-{name}"),
+        name: name.into(),
+        namespace: "mesh".into(),
+        service_account: sa.into(),
+    }
+}
