@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use lab::mesh::Mesh;
 use lab::{PodSpec, assert_eventually};
@@ -282,52 +282,28 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// Raises this process's soft descriptor limit to its hard limit (children inherit it)
-/// with util-linux `prlimit`, the hard one too when that is below `needed` and we may.
+/// Raises this process's soft descriptor limit to `needed` (children inherit it), and the
+/// hard one too when that is below `needed` and we may (root).
 fn raise_fd_limit(needed: u64) -> Result<()> {
-    let limits = fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let (soft, hard) = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let parse = |v: &str| match v {
-                "unlimited" => Some(u64::MAX),
-                v => v.parse().ok(),
-            };
-            Some((parse(cols.get(3)?)?, parse(cols.get(4)?)?))
-        })
-        .context("no \"Max open files\" in /proc/self/limits")?;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
     if soft >= needed {
         return Ok(());
     }
-    let target_hard = hard.max(needed);
-    let value = |v: u64| {
-        if v == u64::MAX {
-            "unlimited".to_owned()
-        } else {
-            v.to_string()
-        }
-    };
-    let status = Command::new("prlimit")
-        .arg("--pid")
-        .arg(std::process::id().to_string())
-        .arg(format!(
-            "--nofile={}:{}",
-            value(target_hard),
-            value(target_hard)
-        ))
-        .status()
-        .context("running prlimit (util-linux) to raise RLIMIT_NOFILE")?;
-    if !status.success() {
-        bail!(
-            "cannot raise RLIMIT_NOFILE to {needed} (soft {soft}, hard {hard}; prlimit {status}): \
-             this test holds one descriptor per connection; run it with a higher `ulimit -n` \
-             or IDLE_CONNECTIONS below {}",
-            hard.saturating_sub(SPARE_FDS)
-        );
-    }
-    Ok(())
+    let target = hard.max(needed);
+    setrlimit(Resource::RLIMIT_NOFILE, target, target)
+        .or_else(|_| match hard >= needed {
+            true => setrlimit(Resource::RLIMIT_NOFILE, hard, hard),
+            false => Err(nix::errno::Errno::EPERM),
+        })
+        .with_context(|| {
+            format!(
+                "cannot raise RLIMIT_NOFILE to {needed} (soft {soft}, hard {hard}): this test \
+                 holds one descriptor per connection; run it with a higher `ulimit -n` or \
+                 IDLE_CONNECTIONS below {}",
+                hard.saturating_sub(SPARE_FDS)
+            )
+        })
 }
 
 /// The echo server's counts, as written to its stats file.
