@@ -306,6 +306,8 @@ struct CachedPod {
     pod: Arc<Resource>,
     /// `None` while the pod has no workload (no IP yet).
     workload: Option<CachedWorkload>,
+    /// What its own labels ask that cannot be done (see [`Context::pod_problems`]).
+    problems: Vec<ConfigError>,
 }
 
 #[derive(Debug)]
@@ -428,6 +430,7 @@ impl Translator {
                     };
                     translated_pods += 1;
                     let cx = cx.get_or_insert_with(|| Context::new(store, options));
+                    let problems = cx.pod_problems(parsed, pod);
                     let workload = cx.workload(pod).map(|w| {
                         let identity = node_identity(&w, pod.node_name.as_ref(), ids);
                         let name = w.uid.clone();
@@ -451,6 +454,7 @@ impl Translator {
                         key,
                         pod: parsed.resource.clone(),
                         workload,
+                        problems,
                     }
                 }
             };
@@ -476,10 +480,16 @@ impl Translator {
         for (type_url, name, entry) in &rest.entries {
             builder.insert_entry(type_url, name.clone(), entry.clone());
         }
+        let problems = rest
+            .problems
+            .iter()
+            .chain(pods.iter().flat_map(|p| &p.problems))
+            .cloned()
+            .collect();
         Translated {
             snapshot: builder.build(),
             identities: NodeIdentities(identities.clone()),
-            problems: rest.problems.clone(),
+            problems,
             translated_pods,
         }
     }

@@ -44,6 +44,11 @@ impl Store {
         self.objects.get(key).map(|p| &p.resource)
     }
 
+    /// The object `key` with where it came from.
+    pub fn parsed(&self, key: &ResourceKey) -> Option<&Parsed> {
+        self.objects.get(key)
+    }
+
     /// Every object of `kind`, ordered by namespace and name.
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Parsed> {
         self.objects

@@ -14,7 +14,7 @@ use api::security::Authorization;
 use api::workload::{Address, Workload, address};
 use k8s_openapi::api::core::v1::Namespace;
 
-use crate::manifest::ConfigError;
+use crate::manifest::{ConfigError, Parsed};
 use crate::resource::{Kind, PodRecord, Resource};
 use crate::store::Store;
 
@@ -23,6 +23,7 @@ pub mod labels;
 pub mod peer_authentication;
 mod render;
 mod service;
+pub mod waypoint;
 mod workload;
 
 pub use render::render;
@@ -67,10 +68,13 @@ pub struct Translation {
 pub fn translate(store: &Store, options: &MeshOptions) -> Translation {
     let cx = Context::new(store, options);
     let mut out = Translation::default();
+    let mut pod_problems = Vec::new();
     for parsed in store.of_kind(Kind::Pod) {
-        if let Resource::Pod(pod) = parsed.resource.as_ref()
-            && let Some(w) = cx.workload(pod)
-        {
+        let Resource::Pod(pod) = parsed.resource.as_ref() else {
+            continue;
+        };
+        pod_problems.extend(cx.pod_problems(parsed, pod));
+        if let Some(w) = cx.workload(pod) {
             out.addresses.insert(
                 w.uid.clone(),
                 Address {
@@ -82,17 +86,20 @@ pub fn translate(store: &Store, options: &MeshOptions) -> Translation {
     out.addresses.extend(cx.services());
     out.authorizations.extend(cx.authorizations());
     out.problems = cx.problems;
+    out.problems.extend(pod_problems);
     out
 }
 
 /// Everything the translation of one pod reads besides the pod: the namespaces, the
-/// services (indexed by selector) and the translated policies, plus the services' and
-/// policies' own resources. Built once per version of the store, so that callers that
+/// service accounts, the waypoints, the services (indexed by selector) and the
+/// translated policies, plus the services' and policies' own resources. Built once per version of the store, so that callers that
 /// keep earlier results (the pipeline) can translate only the pods that changed.
 #[derive(Debug)]
 pub struct Context<'s> {
     options: &'s MeshOptions,
     namespaces: BTreeMap<&'s str, &'s Namespace>,
+    service_accounts: BTreeMap<(&'s str, &'s str), &'s labels::Labels>,
+    waypoints: waypoint::Waypoints,
     services: service::ServiceIndex,
     policies: Vec<authorization::TranslatedPolicy>,
     peer_authentications: peer_authentication::PeerAuthentications<'s>,
@@ -105,17 +112,36 @@ impl<'s> Context<'s> {
         let policies = authorization::translate_all(store, options, &mut problems);
         let peer_authentications =
             peer_authentication::PeerAuthentications::new(store, options, &mut problems);
-        let services = service::ServiceIndex::new(service::collect(store, options));
-        let namespaces = store
+        let namespaces: BTreeMap<&str, &Namespace> = store
             .of_kind(Kind::Namespace)
             .filter_map(|p| match p.resource.as_ref() {
                 Resource::Namespace(ns) => Some((&*p.key.name, ns.as_ref())),
                 _ => None,
             })
             .collect();
+        let service_accounts = store
+            .of_kind(Kind::ServiceAccount)
+            .filter_map(|p| {
+                let namespace = p.key.namespace.as_deref()?;
+                Some(((namespace, &*p.key.name), p.resource.labels()?))
+            })
+            .collect();
+        let waypoints = waypoint::Waypoints::new(store, options);
+        let namespace_labels = |ns: &str| -> labels::Labels {
+            namespaces
+                .get(ns)
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default()
+        };
+        waypoint::scope_problems(store, &waypoints, namespace_labels, &mut problems);
+        let mut services = service::collect(store, options);
+        service_waypoints(store, &waypoints, &namespaces, &mut services, &mut problems);
+        let services = service::ServiceIndex::new(services);
         Context {
             options,
             namespaces,
+            service_accounts,
+            waypoints,
             services,
             policies,
             peer_authentications,
@@ -134,8 +160,37 @@ impl<'s> Context<'s> {
                 services: &self.services,
                 policies: &self.policies,
                 peer_authentications: &self.peer_authentications,
+                waypoints: &self.waypoints,
+                service_accounts: &self.service_accounts,
             },
         )
+    }
+
+    /// What the pod's own labels ask that cannot be done: an `istio.io/use-waypoint`
+    /// naming a waypoint that does not exist or does not take workload traffic. (Labels
+    /// on its Namespace and ServiceAccount are reported once, in [`Context::problems`].)
+    pub fn pod_problems(&self, parsed: &Parsed, pod: &PodRecord) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let namespace = &*pod.namespace;
+        if self.waypoints.is_instance(namespace, &pod.labels) {
+            return out;
+        }
+        let label = waypoint::UseWaypoint::of(&pod.labels, namespace);
+        let empty = labels::Labels::new();
+        let namespace_labels = self
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.metadata.labels.as_ref())
+            .unwrap_or(&empty);
+        if let Err(e) = self.waypoints.resolve(
+            &label,
+            waypoint::Traffic::Workload,
+            namespace,
+            namespace_labels,
+        ) {
+            waypoint::report(parsed, e, &mut out);
+        }
+        out
     }
 
     /// Every service's address, with its resource name.
@@ -161,6 +216,46 @@ impl<'s> Context<'s> {
     /// What could not be translated as written (see [`Translation::problems`]).
     pub fn problems(&self) -> &[ConfigError] {
         &self.problems
+    }
+}
+
+/// Sets each service's waypoint: the label on the Service, else on its namespace (see
+/// [`waypoint`]); never for a waypoint's own Service. A Service label that cannot be
+/// honoured is reported.
+fn service_waypoints(
+    store: &Store,
+    waypoints: &waypoint::Waypoints,
+    namespaces: &BTreeMap<&str, &Namespace>,
+    services: &mut [service::ServiceInfo],
+    problems: &mut Vec<ConfigError>,
+) {
+    use waypoint::{Scope, Traffic, UseWaypoint};
+    let empty = labels::Labels::new();
+    for info in services {
+        let (namespace, name) = (&info.service.namespace, &info.service.name);
+        let key = crate::resource::ResourceKey::new(Kind::Service, Some(namespace), name);
+        let Some(parsed) = store.parsed(&key) else {
+            continue;
+        };
+        let labels = parsed.resource.labels().unwrap_or(&empty);
+        if waypoints.is_own_service(namespace, name, labels) {
+            continue;
+        }
+        let namespace_labels = namespaces
+            .get(namespace.as_str())
+            .and_then(|ns| ns.metadata.labels.as_ref())
+            .unwrap_or(&empty);
+        let own = UseWaypoint::of(labels, namespace);
+        if let Err(e) = waypoints.resolve(&own, Traffic::Service, namespace, namespace_labels) {
+            waypoint::report(parsed, e, problems);
+        }
+        let ns = UseWaypoint::of(namespace_labels, namespace);
+        info.service.waypoint = waypoints.pick(
+            &[(Scope::Service, &own), (Scope::Namespace, &ns)],
+            Traffic::Service,
+            namespace,
+            namespace_labels,
+        );
     }
 }
 

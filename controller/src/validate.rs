@@ -44,7 +44,16 @@ pub fn resource(resource: &Resource) -> Vec<Problem> {
         Resource::RequestAuthentication(o) => return istio(o.validate()),
         Resource::VirtualService(o) => return istio(o.validate()),
         Resource::DestinationRule(o) => return istio(o.validate()),
-        Resource::Gateway(o) => return istio(o.validate()),
+        Resource::Gateway(o) => {
+            let mut out = istio(o.validate());
+            // A waypoint's listener and `istio.io/waypoint-for` (translate/waypoint.rs).
+            out.extend(
+                crate::translate::waypoint::gateway_problems(o)
+                    .into_iter()
+                    .map(|(field, message)| Problem::new(field, message)),
+            );
+            return out;
+        }
     }
     metadata(resource, &mut out);
     out

@@ -97,3 +97,32 @@ fn an_l7_policy_bound_to_ztunnel_is_reported_with_file_object_and_field() {
     assert!(line.contains("waypoint with targetRefs"), "{line}");
     assert!(text.contains("1 problem (3 valid objects)"), "{text}");
 }
+
+#[test]
+fn bad_waypoint_config_is_reported_with_file_object_and_field() {
+    let dir = TempDir::new("waypoint");
+    dir.write("app.yaml", GOOD);
+    dir.write(
+        "waypoint.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: wp, namespace: shop, labels: {istio.io/waypoint-for: pods}}\n\
+         spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15009, protocol: HBONE}]}\n\
+         ---\n\
+         apiVersion: v1\nkind: ServiceAccount\n\
+         metadata: {name: app, namespace: shop, labels: {istio.io/use-waypoint: missing}}\n",
+    );
+    let (code, text) = validate(&dir.0);
+    assert_eq!(code, 1, "{text}");
+    let file = format!("{}/waypoint.yaml", dir.0.display());
+    for line in [
+        format!(
+            "{file} (document 1): Gateway shop/wp: metadata.labels.istio.io/waypoint-for: \"pods\" is not a traffic type"
+        ),
+        format!("{file} (document 1): Gateway shop/wp: spec.listeners[0].port: 15009 is not 15008"),
+        format!(
+            "{file} (document 2): ServiceAccount shop/app: metadata.labels.istio.io/use-waypoint: there is no waypoint shop/missing"
+        ),
+    ] {
+        assert!(text.contains(&line), "{line}\n---\n{text}");
+    }
+}

@@ -388,3 +388,104 @@ fn the_translator_matches_a_full_translation_as_the_store_changes() {
         "b was the last web pod on node-0"
     );
 }
+
+#[test]
+fn waypoint_labels_on_service_accounts_namespaces_and_gateways_reach_the_pods() {
+    let options = MeshOptions::default();
+    let mut store = Store::default();
+    let mut translator = Translator::new(options.clone());
+    let mut previous = Arc::new(Snapshot::default());
+    let apply = |store: &mut Store, text: &str| {
+        for parsed in objects(text) {
+            store.apply(SourceEvent::Applied(parsed));
+        }
+    };
+    // Translates incrementally, checks it against a full translation (problems too)
+    // and returns the waypoint hostname of pod a.
+    let mut step = |store: &Store, what: &str| {
+        let full = crate::translate::translate(store, &options);
+        let translated = translator.translate(store, previous.clone());
+        assert_eq!(
+            translated.snapshot,
+            snapshot_of(&full, Arc::new(Snapshot::default())),
+            "{what}"
+        );
+        assert_eq!(translated.problems, full.problems, "{what}");
+        previous = Arc::new(translated.snapshot);
+        let entry = previous
+            .resources(api::ADDRESS_TYPE_URL)
+            .get("Kubernetes//Pod/demo/a")
+            .cloned()
+            .expect("pod a");
+        let Ok(Address {
+            r#type: Some(address::Type::Workload(w)),
+        }) = Address::decode(entry.value.as_slice())
+        else {
+            panic!("not a workload");
+        };
+        let waypoint = w.waypoint.map(|g| match g.destination {
+            Some(api::workload::gateway_address::Destination::Hostname(h)) => h.hostname,
+            other => panic!("{other:?}"),
+        });
+        (waypoint, translated.problems.len())
+    };
+    let gateway = |waypoint_for: &str| {
+        format!(
+            "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: wp, namespace: demo, labels: {{istio.io/waypoint-for: {waypoint_for}}}}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: wp, namespace: demo}}
+spec: {{clusterIP: 10.96.0.99, ports: [{{port: 15008}}]}}
+"
+        )
+    };
+    let account = |label: &str| {
+        format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: web, namespace: demo, labels: {{{label}}}}}\n"
+        )
+    };
+    let wp = Some("wp.demo.svc.cluster.local".to_owned());
+
+    apply(&mut store, NAMESPACE);
+    apply(&mut store, &labelled_pod("a", "10.244.0.5", "v1"));
+    apply(&mut store, &gateway("workload"));
+    apply(&mut store, &account("x: y"));
+    assert_eq!(step(&store, "no label"), (None, 0));
+
+    apply(&mut store, &account("istio.io/use-waypoint: wp"));
+    assert_eq!(step(&store, "service account label"), (wp.clone(), 0));
+
+    // The Gateway changes to service traffic only: the pod loses it, the label is reported.
+    apply(&mut store, &gateway("service"));
+    assert_eq!(step(&store, "gateway traffic type"), (None, 1));
+
+    apply(&mut store, &gateway("all"));
+    apply(
+        &mut store,
+        &NAMESPACE.replace(
+            "labels: {istio.io/dataplane-mode: ambient}",
+            "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: wp}",
+        ),
+    );
+    apply(&mut store, &account("x: y"));
+    assert_eq!(step(&store, "namespace label"), (wp.clone(), 0));
+
+    // Only the pod changes: its own bad label is reported without a context change.
+    apply(
+        &mut store,
+        &labelled_pod("a", "10.244.0.5", "v1").replace(
+            "version: v1}",
+            "version: v1, istio.io/use-waypoint: nowhere}",
+        ),
+    );
+    assert_eq!(step(&store, "pod label"), (None, 1));
+    apply(&mut store, &labelled_pod("a", "10.244.0.5", "v1"));
+    assert_eq!(step(&store, "pod label removed"), (wp, 0));
+}

@@ -13,6 +13,7 @@ use crate::source::SourceEvent;
 
 mod peer_authentication;
 mod policies;
+mod waypoints;
 mod workloads;
 
 /// A store holding every object of `yaml` (which must all be valid).

@@ -15,6 +15,7 @@ use super::authorization::TranslatedPolicy;
 use super::labels::{self, Labels};
 use super::peer_authentication::PeerAuthentications;
 use super::service::{ServiceIndex, ip_bytes, services_of};
+use super::waypoint::{Scope, Traffic, UseWaypoint, Waypoints};
 use crate::resource::{Owner, PodRecord};
 
 /// What every pod's translation looks up.
@@ -25,6 +26,9 @@ pub struct Context<'a> {
     pub services: &'a ServiceIndex,
     pub policies: &'a [TranslatedPolicy],
     pub peer_authentications: &'a PeerAuthentications<'a>,
+    pub waypoints: &'a Waypoints,
+    /// The labels of each ServiceAccount, by (namespace, name).
+    pub service_accounts: &'a BTreeMap<(&'a str, &'a str), &'a Labels>,
 }
 
 /// The workload for `pod`; `None` while it has no IP, or once it has terminated.
@@ -66,6 +70,19 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         .chain(cx.peer_authentications.policy_keys(&namespace, pod_labels))
         .collect();
     authorization_policies.sort();
+    let service_account = pod
+        .service_account
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_owned();
+    let waypoint = waypoint(
+        cx,
+        pod_labels,
+        namespace_labels,
+        &namespace,
+        &service_account,
+    );
 
     Some(Workload {
         uid: format!("{}//Pod/{namespace}/{name}", cx.options.cluster_id),
@@ -76,12 +93,8 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
             TunnelProtocol::None
         } as i32,
         trust_domain: cx.options.trust_domain.clone(),
-        service_account: pod
-            .service_account
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default")
-            .to_owned(),
+        service_account,
+        waypoint,
         node: pod.node_name.as_deref().unwrap_or_default().to_owned(),
         canonical_name: labels::canonical_name(pod_labels, &workload_name),
         canonical_revision: labels::canonical_revision(pod_labels),
@@ -100,6 +113,40 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         namespace,
         ..Workload::default()
     })
+}
+
+/// The waypoint for traffic addressed to this workload: the label on the pod, else on
+/// its ServiceAccount, else on its namespace (see [`super::waypoint`]); never for a
+/// waypoint's own pods.
+fn waypoint(
+    cx: &Context<'_>,
+    pod_labels: &Labels,
+    namespace_labels: &Labels,
+    namespace: &str,
+    service_account: &str,
+) -> Option<api::workload::GatewayAddress> {
+    if cx.waypoints.is_instance(namespace, pod_labels) {
+        return None;
+    }
+    let empty = Labels::new();
+    let account_labels = cx
+        .service_accounts
+        .get(&(namespace, service_account))
+        .copied()
+        .unwrap_or(&empty);
+    let pod = UseWaypoint::of(pod_labels, namespace);
+    let account = UseWaypoint::of(account_labels, namespace);
+    let ns = UseWaypoint::of(namespace_labels, namespace);
+    cx.waypoints.pick(
+        &[
+            (Scope::Pod, &pod),
+            (Scope::ServiceAccount, &account),
+            (Scope::Namespace, &ns),
+        ],
+        Traffic::Workload,
+        namespace,
+        namespace_labels,
+    )
 }
 
 /// Unhealthy when Kubernetes says the pod is not ready, or not yet (or no longer)
