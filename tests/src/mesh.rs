@@ -193,6 +193,13 @@ impl Mesh {
         fs::read_to_string(self.nodes[node].dir.join("ztunnel.log")).unwrap_or_default()
     }
 
+    /// How many node agent snapshots the node's ztunnels (all incarnations) applied.
+    pub fn snapshots_applied(&self, node: usize) -> usize {
+        self.ztunnel_log(node)
+            .matches("node agent snapshot applied")
+            .count()
+    }
+
     pub fn agent_log(&self, node: usize) -> String {
         fs::read_to_string(self.nodes[node].dir.join("node-agent.log")).unwrap_or_default()
     }
@@ -239,19 +246,14 @@ impl Mesh {
     /// snapshot, the old one gets SIGTERM and drains. Returns the old process, to wait
     /// for; the new one is the node's ztunnel from now on. Both log to `ztunnel.log`.
     pub async fn upgrade_ztunnel(&mut self, node: usize, args: &[&str]) -> Result<LabProcess> {
-        let applied = |mesh: &Self| {
-            mesh.ztunnel_log(node)
-                .matches("node agent snapshot applied")
-                .count()
-        };
-        let before = applied(self);
+        let before = self.snapshots_applied(node);
         let new = self.spawn_ztunnel(node, args)?;
         let old = self.nodes[node]
             .ztunnel
             .replace(new)
             .context("no ztunnel running to upgrade")?;
         crate::assert_eventually!(
-            applied(self) > before,
+            self.snapshots_applied(node) > before,
             timeout = SETTLE,
             "node {node}'s new ztunnel never applied the node agent's snapshot:\n{}",
             self.ztunnel_log(node)

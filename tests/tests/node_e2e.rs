@@ -375,12 +375,7 @@ async fn restarted_ztunnel() -> Result<()> {
     let _app = serve(&server)?;
     let addr: SocketAddr = (server.ip(), APP_PORT).into();
     exchange(&client, addr, b"before the crash").await?;
-    let snapshots = |mesh: &Mesh| {
-        mesh.ztunnel_log(0)
-            .matches("node agent snapshot applied")
-            .count()
-    };
-    let before = snapshots(&mesh);
+    let before = mesh.snapshots_applied(0);
     mesh.kill_ztunnel(0)?;
     ensure!(
         !listening(&client, 15001)?,
@@ -389,7 +384,7 @@ async fn restarted_ztunnel() -> Result<()> {
     mesh.start_ztunnel(0).await?;
     mesh.wait_captured(&client).await?;
     assert_eventually!(
-        snapshots(&mesh) > before,
+        mesh.snapshots_applied(0) > before,
         timeout = IO_BOUND,
         "the new ztunnel never applied a snapshot"
     );

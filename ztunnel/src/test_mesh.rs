@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use hbone::Identity;
 
+use crate::access_log::ConnectionLog;
 use crate::proxy::PodInfo;
 use crate::state::{Service, ServiceKey, TunnelProtocol, Workload, WorkloadState};
 
@@ -97,4 +98,17 @@ pub fn pod(name: &str, sa: &str) -> PodInfo {
         namespace: "mesh".into(),
         service_account: sa.into(),
     }
+}
+
+/// client-0's tunnel (from 10.244.0.20:51000, mutual TLS) to server-0's app on 8080, as
+/// the inbound HBONE proxy first describes it.
+pub fn inbound_from_client(state: &WorkloadState) -> ConnectionLog {
+    ConnectionLog::inbound(
+        state,
+        &pod("server-0", "server"),
+        &id(SERVER),
+        addr("10.244.0.20:51000"),
+        Some(&id(CLIENT)),
+        Some("10.244.1.5:8080".into()),
+    )
 }

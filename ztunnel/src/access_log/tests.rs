@@ -5,7 +5,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 use crate::rbac::{Denied, DenyReason};
-use crate::test_mesh::{CLIENT, SERVER, addr, id, pod, state};
+use crate::test_mesh::{CLIENT, SERVER, addr, id, inbound_from_client, pod, state};
 
 /// Collects what the log layer writes.
 #[derive(Clone, Default)]
@@ -119,14 +119,7 @@ fn text_lines_keep_what_the_lab_greps_for() {
     assert!(!text.contains("error="), "no error, no field: {text}");
 
     // Inbound over HBONE: the CONNECT target as dst.addr, the tunnel peer as src.addr.
-    let inbound = ConnectionLog::inbound(
-        &state,
-        &pod("server-0", "server"),
-        &id(SERVER),
-        addr("10.244.0.20:51000"),
-        Some(&id(CLIENT)),
-        Some("10.244.1.5:8080".into()),
-    );
+    let inbound = inbound_from_client(&state);
     let text = line(&inbound, runtime::LogFormat::Text);
     for part in [
         "access: inbound connection closed ",
@@ -284,16 +277,7 @@ fn outbound_destinations_outside_the_mesh_and_without_upstream() {
 #[test]
 fn a_connection_cut_off_by_policy_is_flagged_deny() {
     let state = state();
-    let inbound = || {
-        ConnectionLog::inbound(
-            &state,
-            &pod("server-0", "server"),
-            &id(SERVER),
-            addr("10.244.0.20:51000"),
-            Some(&id(CLIENT)),
-            Some("10.244.1.5:8080".into()),
-        )
-    };
+    let inbound = || inbound_from_client(&state);
     let moved = Transferred {
         a_to_b: 10,
         b_to_a: 20,
