@@ -88,6 +88,13 @@ pub mod ca {
 }
 
 /// ZDS: node agent -> ztunnel workload hand-off messages.
+pub mod waypoint {
+    pub use crate::pb::mesh::waypoint::v1::*;
+
+    /// xDS type URL of [`L7Resource`] (this mesh's own type; waypoints only).
+    pub const L7_RESOURCE_TYPE_URL: &str = "type.googleapis.com/mesh.waypoint.v1.L7Resource";
+}
+
 pub mod zds {
     pub use crate::pb::istio::workload::zds::*;
 }
@@ -95,6 +102,7 @@ pub mod zds {
 pub mod config;
 
 pub use security::AUTHORIZATION_TYPE_URL;
+pub use waypoint::L7_RESOURCE_TYPE_URL;
 pub use workload::ADDRESS_TYPE_URL;
 
 #[cfg(test)]

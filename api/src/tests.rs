@@ -85,6 +85,7 @@ fn full_workload() -> workload::Workload {
             }),
         }],
         capacity: Some(3),
+        labels: [("app".to_owned(), "client".to_owned())].into(),
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use api::prost::Message;
 use api::prost_types::Any;
 use api::security::Authorization;
+use api::waypoint::L7Resource;
 use api::workload::{Address, Workload, address};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -109,6 +110,11 @@ impl Published {
         for (name, entry) in self.snapshot.resources(api::AUTHORIZATION_TYPE_URL).iter() {
             if let Ok(policy) = Authorization::decode(entry.value.as_slice()) {
                 out.authorizations.insert(name.to_owned(), policy);
+            }
+        }
+        for (name, entry) in self.snapshot.resources(api::L7_RESOURCE_TYPE_URL).iter() {
+            if let Ok(resource) = L7Resource::decode(entry.value.as_slice()) {
+                out.l7.insert(name.to_owned(), resource);
             }
         }
         out
@@ -272,6 +278,13 @@ pub fn snapshot_of(translation: &Translation, previous: Arc<Snapshot>) -> Snapsh
             any(api::AUTHORIZATION_TYPE_URL, policy),
         );
     }
+    for (name, resource) in &translation.l7 {
+        builder.insert(
+            api::L7_RESOURCE_TYPE_URL,
+            name,
+            any(api::L7_RESOURCE_TYPE_URL, resource),
+        );
+    }
     builder.build()
 }
 
@@ -348,8 +361,15 @@ impl Rest {
                 any(api::AUTHORIZATION_TYPE_URL, &policy),
             )
         });
+        let l7 = cx.l7().iter().map(|(name, resource)| {
+            entry(
+                api::L7_RESOURCE_TYPE_URL,
+                name.clone(),
+                any(api::L7_RESOURCE_TYPE_URL, resource),
+            )
+        });
         Rest {
-            entries: services.chain(policies).collect(),
+            entries: services.chain(policies).chain(l7).collect(),
             problems: cx.problems().to_vec(),
         }
     }

@@ -1,5 +1,6 @@
 //! Translation: the objects in the [`Store`] -> the resources ztunnel consumes over xDS
-//! (`istio.workload.Address` and `istio.security.Authorization`).
+//! (`istio.workload.Address` and `istio.security.Authorization`), and those waypoints
+//! add (`mesh.waypoint.v1.L7Resource`, see [`l7`]).
 //!
 //! A pure function of the store and the mesh options, so every rule is testable with
 //! literal manifests (`tests/golden/`). It follows Istio's ambient controller: one
@@ -11,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use api::security::Authorization;
+use api::waypoint::L7Resource;
 use api::workload::{Address, Workload, address};
 use k8s_openapi::api::core::v1::Namespace;
 
@@ -19,6 +21,7 @@ use crate::resource::{Kind, PodRecord, Resource};
 use crate::store::Store;
 
 mod authorization;
+pub mod l7;
 pub mod labels;
 pub mod peer_authentication;
 mod render;
@@ -59,6 +62,8 @@ pub struct Translation {
     pub addresses: BTreeMap<String, Address>,
     /// L4 policies, key `namespace/name`.
     pub authorizations: BTreeMap<String, Authorization>,
+    /// What waypoints apply (see [`l7`]), key `KIND/namespace/name`.
+    pub l7: BTreeMap<String, L7Resource>,
     /// Warnings found while translating; the objects concerned are still translated
     /// (fail-safe) or, when ztunnel cannot enforce them at all, left out.
     pub problems: Vec<ConfigError>,
@@ -85,6 +90,7 @@ pub fn translate(store: &Store, options: &MeshOptions) -> Translation {
     }
     out.addresses.extend(cx.services());
     out.authorizations.extend(cx.authorizations());
+    out.l7.extend(cx.l7().iter().cloned());
     out.problems = cx.problems;
     out.problems.extend(pod_problems);
     out
@@ -103,6 +109,7 @@ pub struct Context<'s> {
     services: service::ServiceIndex,
     policies: Vec<authorization::TranslatedPolicy>,
     peer_authentications: peer_authentication::PeerAuthentications<'s>,
+    l7: Vec<(String, L7Resource)>,
     problems: Vec<ConfigError>,
 }
 
@@ -145,6 +152,7 @@ impl<'s> Context<'s> {
             services,
             policies,
             peer_authentications,
+            l7: l7::resources(store),
             problems,
         }
     }
@@ -211,6 +219,11 @@ impl<'s> Context<'s> {
             .map(|policy| &policy.authorization)
             .chain(self.peer_authentications.authorizations())
             .map(|a| (format!("{}/{}", a.namespace, a.name), a.clone()))
+    }
+
+    /// The objects waypoints apply, with their resource names.
+    pub fn l7(&self) -> &[(String, L7Resource)] {
+        &self.l7
     }
 
     /// What could not be translated as written (see [`Translation::problems`]).

@@ -27,8 +27,8 @@ pub use forwarded::{Forwarded, ForwardedError, ForwardedFor};
 pub use identity::{DEFAULT_TRUST_DOMAIN, Identity, IdentityError};
 pub use pool::{Dialer, Pool, PoolConfig, PoolKey, PoolStats, TlsDialer};
 pub use server::{
-    ConnectHandler, Decision, HandshakeLimit, InboundConnect, Server, ServerConfig,
-    UpstreamConnector,
+    ConnectHandler, Decision, HandshakeLimit, InboundConnect, IncomingConnect, Server,
+    ServerConfig, StreamHandler, TunnelServer, UpstreamConnector,
 };
 pub use settings::{H2Settings, KeepaliveFailure};
 pub use stream::H2Stream;

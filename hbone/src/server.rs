@@ -12,14 +12,18 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::copy::{CopyError, Transferred, copy_tunnel, copy_until};
 use crate::drain::Tracker;
-use crate::settings::{KeepaliveFailure, keepalive};
+use crate::settings::KeepaliveFailure;
 use crate::stream::H2Stream;
 use crate::tls::{ServerTls, TlsError};
+
+mod tunnels;
+
 use crate::{Authority, Baggage, Forwarded, H2Settings, Identity, TraceParent};
+pub use tunnels::{StreamHandler, TunnelServer};
 
 /// One CONNECT as the server saw it, after the tunnel's mTLS was verified.
 #[derive(Debug, Clone)]
@@ -149,185 +153,76 @@ pub enum ServerError {
     },
 }
 
-/// An HBONE server: `serve` accepts connections until shutdown is signalled.
+/// An HBONE server that tunnels each accepted CONNECT to a TCP upstream: the
+/// [`ConnectHandler`] decides, the [`UpstreamConnector`] connects. (A server that wants
+/// the tunnels themselves runs a [`TunnelServer`] with its own [`StreamHandler`].)
 pub struct Server<H, C = DirectConnector> {
-    config: Arc<ServerConfig>,
-    handler: Arc<H>,
-    connector: Arc<C>,
-    /// Counts the connections being served (see [`Server::tracked`]).
-    tracker: Option<Tracker>,
-    /// Bounds the handshakes in flight (see [`Server::handshake_limit`]).
-    handshake_limit: Option<Arc<dyn HandshakeLimit>>,
+    tunnels: TunnelServer<Proxy<H, C>>,
 }
 
 impl<H, C> Clone for Server<H, C> {
     fn clone(&self) -> Self {
         Server {
-            config: self.config.clone(),
-            handler: self.handler.clone(),
-            connector: self.connector.clone(),
-            tracker: self.tracker.clone(),
-            handshake_limit: self.handshake_limit.clone(),
+            tunnels: self.tunnels.clone(),
         }
     }
 }
 
 impl<H, C> std::fmt::Debug for Server<H, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("identity", self.config.tls.identity())
-            .finish()
+        self.tunnels.fmt(f)
     }
 }
 
 impl<H: ConnectHandler, C: UpstreamConnector> Server<H, C> {
     pub fn new(config: ServerConfig, handler: H, connector: C) -> Self {
-        Server {
-            config: Arc::new(config),
+        let proxy = Proxy {
             handler: Arc::new(handler),
             connector: Arc::new(connector),
-            tracker: None,
-            handshake_limit: None,
+        };
+        Server {
+            tunnels: TunnelServer::new(config, proxy),
         }
     }
 
-    /// Bounds the handshakes in flight in [`Self::serve`]: without it every accepted
-    /// connection starts its handshake at once.
-    pub fn handshake_limit(mut self, limit: Arc<dyn HandshakeLimit>) -> Self {
-        self.handshake_limit = Some(limit);
-        self
+    /// See [`TunnelServer::handshake_limit`].
+    pub fn handshake_limit(self, limit: Arc<dyn HandshakeLimit>) -> Self {
+        Server {
+            tunnels: self.tunnels.handshake_limit(limit),
+        }
     }
 
-    /// Counts every accepted connection in `tracker` until it is over: after `serve`
-    /// returns (shutdown), [`Tracker::idle`] says when the last GOAWAYed connection has
-    /// finished its tunnels and closed.
-    pub fn tracked(mut self, tracker: Tracker) -> Self {
-        self.tracker = Some(tracker);
-        self
+    /// See [`TunnelServer::tracked`].
+    pub fn tracked(self, tracker: Tracker) -> Self {
+        Server {
+            tunnels: self.tunnels.tracked(tracker),
+        }
     }
 
-    /// Accepts tunnel connections until `shutdown` becomes true. Open connections then get
-    /// a GOAWAY and their in-flight tunnels run to completion.
+    /// See [`TunnelServer::serve`].
     pub async fn serve(self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-        let mut stop = shutdown.clone();
-        loop {
-            let slot = match &self.handshake_limit {
-                Some(limit) => tokio::select! {
-                    slot = limit.acquire() => Some(slot),
-                    _ = signalled(&mut stop) => return,
-                },
-                None => None,
-            };
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        let server = self.clone();
-                        let shutdown = shutdown.clone();
-                        let guard = self.tracker.as_ref().map(Tracker::guard);
-                        tokio::spawn(async move {
-                            let _guard = guard;
-                            if let Err(e) = server.serve_connection_with(tcp, peer, shutdown, slot).await {
-                                debug!(error = %e, "tunnel connection ended with an error");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(error = %e, "accept failed on the HBONE listener");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = signalled(&mut stop) => return,
-            }
-        }
+        self.tunnels.serve(listener, shutdown).await
     }
 
-    /// Serves one accepted TCP connection: mTLS, HTTP/2, then one task per CONNECT.
+    /// See [`TunnelServer::serve_connection`].
     pub async fn serve_connection(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), ServerError> {
-        self.serve_connection_with(tcp, peer, shutdown, None).await
+        self.tunnels.serve_connection(tcp, peer, shutdown).await
     }
+}
 
-    /// [`Self::serve_connection`], releasing `handshake_slot` once the handshakes are over.
-    async fn serve_connection_with(
-        &self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
-        handshake_slot: Option<Box<dyn Send>>,
-    ) -> Result<(), ServerError> {
-        let _ = tcp.set_nodelay(true);
-        let timeout = self.config.handshake_timeout;
-        let handshake = async {
-            let (tls, identity) = self
-                .config
-                .tls
-                .accept(tcp)
-                .await
-                .map_err(|source| ServerError::Tls { peer, source })?;
-            let conn = self
-                .config
-                .h2
-                .server_builder(self.config.max_streams_per_connection)
-                .handshake::<_, Bytes>(tls)
-                .await
-                .map_err(|source| ServerError::Http2 { peer, source })?;
-            Ok::<_, ServerError>((conn, identity))
-        };
-        let (mut conn, identity) = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| ServerError::HandshakeTimeout { peer, timeout })??;
-        drop(handshake_slot);
-        debug!(%peer, %identity, "tunnel connection established");
-        let conn_ping_pong = conn.ping_pong();
-        // PING the client too: a vanished client host must not pin this connection forever.
-        let (interval, ping_timeout) = (
-            self.config.h2.keepalive_interval,
-            self.config.h2.keepalive_timeout,
-        );
-        let keepalive = async move {
-            match conn_ping_pong {
-                Some(pp) => keepalive(pp, interval, ping_timeout).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(keepalive);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                failure = &mut keepalive => return Err(ServerError::Keepalive { peer, failure }),
-                next = conn.accept() => match next {
-                    None => return Ok(()),
-                    Some(Err(source)) => return Err(ServerError::Http2 { peer, source }),
-                    Some(Ok((request, respond))) => {
-                        let server = self.clone();
-                        let identity = identity.clone();
-                        tokio::spawn(async move { server.serve_stream(request, respond, identity, peer).await });
-                    }
-                },
-                _ = signalled(&mut shutdown), if !draining => {
-                    draining = true;
-                    conn.graceful_shutdown();
-                }
-            }
-        }
-    }
+/// The stream handler of [`Server`]: decide, connect upstream, copy, report.
+struct Proxy<H, C> {
+    handler: Arc<H>,
+    connector: Arc<C>,
+}
 
-    async fn serve_stream(
-        &self,
-        request: Request<h2::RecvStream>,
-        respond: h2::server::SendResponse<Bytes>,
-        peer_identity: Identity,
-        peer_addr: SocketAddr,
-    ) {
-        let Ok(incoming) = IncomingConnect::parse(request, respond, peer_identity, peer_addr)
-        else {
-            return;
-        };
+impl<H: ConnectHandler, C: UpstreamConnector> StreamHandler for Proxy<H, C> {
+    async fn serve(&self, incoming: IncomingConnect) {
         let decision = self.handler.decide(&incoming.request).await;
         let upstream_addr = match decision {
             Decision::Connect(addr) => addr,
@@ -459,11 +354,6 @@ impl IncomingConnect {
     pub fn reject(mut self, status: StatusCode) {
         send_status(&mut self.respond, status);
     }
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone, which also means stop).
-async fn signalled(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn send_status(respond: &mut h2::server::SendResponse<Bytes>, status: StatusCode) {

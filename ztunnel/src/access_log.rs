@@ -382,6 +382,21 @@ impl ConnectionLog {
                     Security::None
                 };
             }
+            Upstream::Waypoint {
+                waypoint,
+                target,
+                service,
+                ..
+            } => {
+                // The hop this ztunnel makes is to the waypoint pod; the target it asks
+                // for is the original destination.
+                self.dst_addr = Some(target.to_string());
+                self.dst = Peer::workload(waypoint, true);
+                self.dst_service = service.as_ref().map(|s| s.hostname.clone());
+                self.dst_service_name = service.as_ref().map(|s| s.name.clone());
+                self.dst_service_namespace = service.as_ref().map(|s| s.namespace.clone());
+                self.security = Security::MutualTls;
+            }
             Upstream::Passthrough(addr) => {
                 self.dst_addr = Some(addr.to_string());
                 self.security = Security::None;
@@ -396,6 +411,9 @@ impl ConnectionLog {
             ResolveError::UnknownServicePort { service, .. } => (ResponseFlag::NoRoute, service),
             ResolveError::NoHealthyEndpoints { service } => {
                 (ResponseFlag::NoHealthyUpstream, service)
+            }
+            ResolveError::WaypointUnavailable { .. } => {
+                return self.failed(ResponseFlag::NoHealthyUpstream, error);
             }
         };
         self.dst_service = Some(service.hostname.clone());

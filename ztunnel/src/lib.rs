@@ -10,22 +10,18 @@
 //! metrics and ztunnel's gauges on 15020.
 
 pub mod access_log;
+/// The shared data-plane pieces, at the paths ztunnel has always used.
+pub use dataplane::{ca_client, cert, control_plane, rbac, state, xds};
 pub mod admin;
 pub mod app;
-pub mod ca_client;
-pub mod cert;
 pub mod config;
-pub mod control_plane;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod pods;
 pub mod proxy;
-pub mod rbac;
 pub mod readiness;
 pub mod socket;
-pub mod state;
 #[cfg(test)]
 mod test_mesh;
-pub mod xds;
 pub mod zds_client;

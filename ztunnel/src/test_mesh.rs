@@ -39,6 +39,8 @@ pub fn workload(name: &str, owner: &str, sa: &str, ip: &str, protocol: TunnelPro
         healthy: true,
         authorization_policies: Vec::new(),
         identity: id(&format!("spiffe://cluster.local/ns/mesh/sa/{sa}")),
+        waypoint: None,
+        labels: Default::default(),
     }
 }
 
@@ -49,6 +51,7 @@ fn service(name: &str, vip: &str, ports: &[(u16, u16)]) -> Service {
         hostname: format!("{name}.mesh.svc.cluster.local"),
         vips: vec![vip.parse().unwrap()],
         ports: ports.iter().copied().collect(),
+        waypoint: None,
     }
 }
 

@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 
 use super::Translation;
 
-/// The whole translation: `addresses`, `authorizations` (both keyed by resource name)
-/// and `problems`.
+/// The whole translation: `addresses`, `authorizations`, `l7` (when there are any; all
+/// keyed by resource name) and `problems`.
 pub fn render(t: &Translation) -> Value {
     let addresses: Map<String, Value> = t
         .addresses
@@ -49,11 +49,23 @@ pub fn render(t: &Translation) -> Value {
             Value::Object(o)
         })
         .collect();
-    json!({
+    let mut out = json!({
         "addresses": addresses,
         "authorizations": authorizations,
         "problems": problems,
-    })
+    });
+    if !t.l7.is_empty() {
+        // What waypoints get: each object's JSON as sent.
+        let l7: Map<String, Value> =
+            t.l7.iter()
+                .map(|(k, r)| {
+                    let object = serde_json::from_slice(&r.json).unwrap_or(Value::Null);
+                    (k.clone(), object)
+                })
+                .collect();
+        out["l7"] = Value::Object(l7);
+    }
+    out
 }
 
 fn put_opt(o: &mut Map<String, Value>, key: &str, value: Option<Value>) {
@@ -146,6 +158,9 @@ fn render_workload(w: &Workload) -> Value {
     );
     put_list(&mut o, "extensions", extensions(&w.extensions));
     put_opt(&mut o, "capacity", w.capacity.map(|c| json!(c)));
+    if !w.labels.is_empty() {
+        o.insert("labels".into(), json!(w.labels));
+    }
     Value::Object(o)
 }
 

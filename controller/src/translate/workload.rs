@@ -109,6 +109,8 @@ pub fn translate(pod: &PodRecord, cx: &Context<'_>) -> Option<Workload> {
         } else {
             NetworkMode::Standard
         } as i32,
+        // Our extension (field 100): the waypoint's subsets and sourceLabels need them.
+        labels: pod_labels.clone(),
         name,
         namespace,
         ..Workload::default()

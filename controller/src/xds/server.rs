@@ -19,7 +19,11 @@ use super::stream::Connection;
 use crate::auth::NodeTokens;
 
 /// The resource types served; requests for others are logged and ignored.
-pub const SERVED_TYPE_URLS: &[&str] = &[api::ADDRESS_TYPE_URL, api::AUTHORIZATION_TYPE_URL];
+pub const SERVED_TYPE_URLS: &[&str] = &[
+    api::ADDRESS_TYPE_URL,
+    api::AUTHORIZATION_TYPE_URL,
+    api::L7_RESOURCE_TYPE_URL,
+];
 
 /// Responses queued per stream before the stream stops computing new ones: enough to keep
 /// the HTTP/2 pipe busy, small enough that snapshot changes coalesce for a slow proxy.

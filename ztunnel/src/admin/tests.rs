@@ -48,6 +48,8 @@ fn workload(name: &str, sa: &str, ip: &str) -> Workload {
         healthy: true,
         authorization_policies: Vec::new(),
         identity: id(&format!("spiffe://cluster.local/ns/prod/sa/{sa}")),
+        waypoint: None,
+        labels: Default::default(),
     }
 }
 
@@ -80,6 +82,7 @@ fn populated_state() -> WorkloadState {
         hostname: "web.prod.svc.cluster.local".into(),
         vips: vec!["10.96.0.10".parse().unwrap()],
         ports,
+        waypoint: None,
     };
     WorkloadState::with_policies(
         vec![web2, db, web1],

@@ -176,6 +176,9 @@ fn a_burst_of_refusals_is_logged_once_with_the_pod_and_the_limit() {
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
+        // Another test's thread may have cached this callsite as uninteresting while no
+        // subscriber was in scope; recompute it now that this one is.
+        tracing::callsite::rebuild_interest_cache();
         let limits = limits(1, 4);
         let pod = limits.pod("mesh/server".into());
         let _slot = pod.try_connection("HBONE").unwrap();

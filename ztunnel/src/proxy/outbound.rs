@@ -1,6 +1,8 @@
 //! Outbound (15001): the pod's redirected outgoing TCP. The original destination is
 //! resolved against the workload state; mesh (HBONE) destinations get a pooled HBONE
-//! stream to `podIP:15008`, everything else is passed through as plain TCP. Each
+//! stream to `podIP:15008`, destinations behind a waypoint one to the waypoint's 15008
+//! with the original destination as the authority, everything else is passed through as
+//! plain TCP. Each
 //! connection ends with its access line ([`crate::access_log`]).
 
 use std::net::SocketAddr;
@@ -44,7 +46,13 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
             .emit();
         return;
     };
-    let upstream = match context.inputs.state.snapshot().resolve(dst) {
+    let source = context.workload();
+    let upstream = match context
+        .inputs
+        .state
+        .snapshot()
+        .resolve_from(dst, source.as_deref())
+    {
         Ok(u) => u,
         Err(e) => {
             warn!(%dst, error = %e, "no upstream; closing");
@@ -60,7 +68,17 @@ async fn handle(context: Arc<PodContext>, mut client: TcpStream, peer: SocketAdd
             service,
         } if workload.protocol == TunnelProtocol::Hbone => {
             let host = service.as_ref().map(|s| s.hostname.clone());
-            via_hbone(&context, &mut client, peer, &workload, addr, host).await
+            let next_hop = SocketAddr::new(addr.ip(), HBONE_PORT);
+            via_hbone(&context, &mut client, peer, &workload, next_hop, addr, host).await
+        }
+        Upstream::Waypoint {
+            waypoint,
+            addr,
+            target,
+            service,
+        } => {
+            let host = service.as_ref().map(|s| s.hostname.clone());
+            via_hbone(&context, &mut client, peer, &waypoint, addr, target, host).await
         }
         Upstream::Workload { addr, .. } | Upstream::Passthrough(addr) => {
             passthrough(&context, &mut client, addr).await
@@ -111,15 +129,17 @@ impl Failed {
 
 type Outcome = Result<Transferred, Failed>;
 
+/// One HBONE hop to `next_hop` (the destination's 15008, or its waypoint's), run by
+/// `workload`, asking for `target`.
 async fn via_hbone(
     context: &PodContext,
     client: &mut TcpStream,
     peer: SocketAddr,
     workload: &Workload,
+    next_hop: SocketAddr,
     target: SocketAddr,
     service_host: Option<String>,
 ) -> Outcome {
-    let next_hop = SocketAddr::new(target.ip(), HBONE_PORT);
     let key = PoolKey::new(
         context.identity.clone(),
         vec![workload.identity.clone()],

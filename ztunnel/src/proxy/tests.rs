@@ -21,6 +21,8 @@ fn pod(uid: &str, ip: &str) -> Workload {
         healthy: true,
         authorization_policies: Vec::new(),
         identity: "spiffe://cluster.local/ns/prod/sa/server".parse().unwrap(),
+        waypoint: None,
+        labels: Default::default(),
     }
 }
 

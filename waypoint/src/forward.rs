@@ -1,0 +1,314 @@
+//! Upstream HTTP: each upstream HTTP connection runs inside its own HBONE CONNECT stream
+//! to the endpoint (`ip:port` as the authority, sent to its ztunnel's 15008 with the
+//! waypoint's identity, on the shared [`hbone::Pool`]), or over plain TCP to an endpoint
+//! outside the mesh. HTTP/1.1 connections are kept alive and reused one request at a
+//! time; an HTTP/2 connection per endpoint carries every HTTP/2 request (gRPC included)
+//! to it. A connection that closes is dropped and replaced on the next request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hbone::{ConnectRequest, Identity, Pool, PoolKey};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Boxed errors of request and response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type requests are forwarded with.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The ztunnel port an HBONE endpoint is reached on.
+pub const HBONE_PORT: u16 = 15008;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The endpoint's IP and target port.
+    pub addr: SocketAddr,
+    /// `Some(identity)`: an HBONE endpoint whose ztunnel must present this identity;
+    /// `None`: plain TCP.
+    pub hbone: Option<Identity>,
+}
+
+/// Why a request got no upstream response. The variants map to Envoy's retry
+/// conditions (`connect-failure`, `refused-stream`, `reset`).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (TCP, TLS, or the endpoint's ztunnel refused the
+    /// CONNECT). The request was not sent.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The upstream refused the stream before processing it (HTTP/2 REFUSED_STREAM).
+    #[error("{addr} refused the stream")]
+    Refused { addr: SocketAddr },
+    /// The connection or stream broke after the request was (maybe) sent.
+    #[error("{addr} reset the request: {reason}")]
+    Reset { addr: SocketAddr, reason: String },
+}
+
+/// Upstream HTTP connections by endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstreams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    identity: Identity,
+    http1: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>,
+    http2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("identity", &self.inner.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    /// Tunnels leave on `pool` as `identity` (the waypoint's).
+    pub fn new(pool: Pool, identity: Identity) -> Self {
+        Upstreams {
+            inner: Arc::new(Inner {
+                pool,
+                identity,
+                http1: Mutex::default(),
+                http2: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The identity tunnels leave with.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// The HBONE connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Sends `request` to `target` over HTTP/1.1 or HTTP/2 (`version`), reusing a
+    /// connection when one is free.
+    pub async fn send(
+        &self,
+        target: &Target,
+        version: Version,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let addr = target.addr;
+        if version == Version::HTTP_2 {
+            *request.uri_mut() = absolute(request.uri(), addr);
+            *request.version_mut() = Version::HTTP_2;
+            let mut sender = self.http2_sender(target).await?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| classify(addr, &e))
+        } else {
+            *request.uri_mut() = origin_form(request.uri());
+            *request.version_mut() = Version::HTTP_11;
+            let mut sender = self.http1_sender(target).await?;
+            let response = sender.send_request(request).await;
+            // Once its response body is read it can take the next request.
+            self.lock_http1().entry(addr).or_default().push(sender);
+            response.map_err(|e| classify(addr, &e))
+        }
+    }
+
+    fn lock_http1(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>> {
+        self.inner.http1.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn http1_sender(
+        &self,
+        target: &Target,
+    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        {
+            let mut idle = self.lock_http1();
+            if let Some(senders) = idle.get_mut(&target.addr) {
+                senders.retain(|s| !s.is_closed());
+                if let Some(i) = senders.iter().position(|s| s.is_ready()) {
+                    return Ok(senders.swap_remove(i));
+                }
+            }
+        }
+        let io = self.open(target).await?;
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| connect(target, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn http2_sender(
+        &self,
+        target: &Target,
+    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
+        let existing = {
+            let held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
+            held.get(&target.addr).filter(|s| !s.is_closed()).cloned()
+        };
+        if let Some(sender) = existing {
+            return Ok(sender);
+        }
+        let io = self.open(target).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| connect(target, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        let mut held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(target.addr, sender.clone());
+        Ok(sender)
+    }
+
+    /// A byte stream to the endpoint: an HBONE tunnel, or a TCP connection.
+    async fn open(&self, target: &Target) -> Result<TokioIo<Stream>, UpstreamError> {
+        let addr = target.addr;
+        let stream = match &target.hbone {
+            Some(identity) => {
+                let key = PoolKey::new(
+                    self.inner.identity.clone(),
+                    vec![identity.clone()],
+                    SocketAddr::new(addr.ip(), HBONE_PORT),
+                    None,
+                );
+                let tunnel = self
+                    .inner
+                    .pool
+                    .connect(&key, &ConnectRequest::new(addr))
+                    .await
+                    .map_err(|e| connect(target, e))?;
+                Stream::Hbone(Box::new(tunnel))
+            }
+            None => {
+                let tcp = TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| connect(target, e))?;
+                let _ = tcp.set_nodelay(true);
+                Stream::Tcp(tcp)
+            }
+        };
+        Ok(TokioIo::new(stream))
+    }
+}
+
+fn connect(target: &Target, e: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Connect {
+        addr: target.addr,
+        reason: e.to_string(),
+    }
+}
+
+/// hyper's error for a request that got no response.
+fn classify(addr: SocketAddr, e: &hyper::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return UpstreamError::Refused { addr };
+        }
+        source = err.source();
+    }
+    UpstreamError::Reset {
+        addr,
+        reason: e.to_string(),
+    }
+}
+
+/// `http://{addr}{path}`: HTTP/2 requests carry scheme and authority. The original
+/// authority travels on in the `Host`/`:authority`: hyper takes it from the URI, so
+/// keep the request's own when it has one.
+fn absolute(uri: &Uri, addr: SocketAddr) -> Uri {
+    let mut parts = uri.clone().into_parts();
+    if parts.scheme.is_none() {
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+    }
+    if parts.authority.is_none() {
+        parts.authority = addr.to_string().parse().ok();
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// `/path?query`: what an HTTP/1.1 request line carries to an origin server.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
+}
+
+/// An upstream byte stream.
+enum Stream {
+    Hbone(Box<hbone::H2Stream>),
+    Tcp(TcpStream),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Hbone($s) => {
+                let $s = std::pin::Pin::new(&mut **$s);
+                $e
+            }
+            Stream::Tcp($s) => {
+                let $s = std::pin::Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}

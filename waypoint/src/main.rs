@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    waypoint::app::main(std::env::args().skip(1))
+}

@@ -1,0 +1,187 @@
+//! Istio's HTTP metrics, reported with `reporter="waypoint"` as Istio's waypoints do:
+//!
+//! | metric | what |
+//! |---|---|
+//! | `istio_requests_total` | requests answered (including those the waypoint answered itself: denials, faults, redirects) |
+//! | `istio_request_duration_milliseconds` | time from the request's head to the end of the response head |
+//! | `istio_request_bytes` | request body bytes |
+//! | `istio_response_bytes` | response body bytes |
+//!
+//! Labels are Istio's standard set ([`RequestLabels`]); what the waypoint does not know is
+//! `unknown`. Served with the process's other metrics on `0.0.0.0:15020`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Any label value the waypoint does not know.
+pub const UNKNOWN: &str = "unknown";
+
+/// Istio's standard labels of the request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub reporter: String,
+    pub source_workload: String,
+    pub source_canonical_service: String,
+    pub source_canonical_revision: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub source_app: String,
+    pub source_version: String,
+    pub source_cluster: String,
+    pub destination_service: String,
+    pub destination_service_namespace: String,
+    pub destination_service_name: String,
+    pub destination_workload: String,
+    pub destination_canonical_service: String,
+    pub destination_canonical_revision: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_app: String,
+    pub destination_version: String,
+    pub destination_cluster: String,
+    pub request_protocol: String,
+    pub response_code: String,
+    pub grpc_response_status: String,
+    pub response_flags: String,
+    pub connection_security_policy: String,
+}
+
+impl Default for RequestLabels {
+    fn default() -> Self {
+        let u = || UNKNOWN.to_owned();
+        RequestLabels {
+            reporter: "waypoint".to_owned(),
+            source_workload: u(),
+            source_canonical_service: u(),
+            source_canonical_revision: u(),
+            source_workload_namespace: u(),
+            source_principal: u(),
+            source_app: u(),
+            source_version: u(),
+            source_cluster: u(),
+            destination_service: u(),
+            destination_service_namespace: u(),
+            destination_service_name: u(),
+            destination_workload: u(),
+            destination_canonical_service: u(),
+            destination_canonical_revision: u(),
+            destination_workload_namespace: u(),
+            destination_principal: u(),
+            destination_app: u(),
+            destination_version: u(),
+            destination_cluster: u(),
+            request_protocol: "http".to_owned(),
+            response_code: "0".to_owned(),
+            grpc_response_status: String::new(),
+            response_flags: "-".to_owned(),
+            connection_security_policy: "mutual_tls".to_owned(),
+        }
+    }
+}
+
+/// The metric families, registered once.
+#[derive(Debug, Clone)]
+pub struct RequestMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram>,
+    request_bytes: Family<RequestLabels, Histogram>,
+    response_bytes: Family<RequestLabels, Histogram>,
+}
+
+fn duration_buckets() -> Histogram {
+    // Istio's default buckets for request durations (ms).
+    Histogram::new([
+        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    ])
+}
+
+fn size_buckets() -> Histogram {
+    // 1 B to 1 GB in decades, as Istio's size buckets.
+    Histogram::new(exponential_buckets(1.0, 10.0, 10))
+}
+
+impl RequestMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = RequestMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_buckets),
+            request_bytes: Family::new_with_constructor(size_buckets),
+            response_bytes: Family::new_with_constructor(size_buckets),
+        };
+        // prometheus-client adds `_total` to counters.
+        let istio = registry.sub_registry_with_prefix("istio");
+        istio.register("requests", "Requests answered", metrics.requests.clone());
+        istio.register(
+            "request_duration_milliseconds",
+            "Request duration",
+            metrics.duration.clone(),
+        );
+        istio.register(
+            "request_bytes",
+            "Request body size",
+            metrics.request_bytes.clone(),
+        );
+        istio.register(
+            "response_bytes",
+            "Response body size",
+            metrics.response_bytes.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one request.
+    pub fn record(&self, labels: &RequestLabels, millis: f64, request: u64, response: u64) {
+        self.requests.get_or_create(labels).inc();
+        self.duration.get_or_create(labels).observe(millis);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(request as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(response as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn requests_are_exposed_with_istios_names_and_labels() {
+        let mut registry = Registry::default();
+        let metrics = RequestMetrics::register(&mut registry);
+        let labels = RequestLabels {
+            destination_service: "reviews.bookinfo.svc.cluster.local".into(),
+            response_code: "503".into(),
+            response_flags: "UO".into(),
+            ..RequestLabels::default()
+        };
+        metrics.record(&labels, 12.0, 10, 2_000);
+        metrics.record(&labels, 700.0, 0, 0);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        let line = |prefix: &str| {
+            out.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{out}"))
+                .to_owned()
+        };
+        let total = line("istio_requests_total{");
+        assert!(total.contains(r#"reporter="waypoint""#), "{total}");
+        assert!(total.contains(r#"response_code="503""#), "{total}");
+        assert!(total.contains(r#"response_flags="UO""#), "{total}");
+        assert!(total.contains(r#"source_workload="unknown""#), "{total}");
+        assert!(total.ends_with(" 2"), "{total}");
+        assert!(line("istio_request_duration_milliseconds_sum{").ends_with(" 712.0"));
+        let bucket = line("istio_request_duration_milliseconds_bucket{");
+        assert!(bucket.contains(r#"le="0.5""#), "{bucket}");
+        assert!(line("istio_response_bytes_sum{").ends_with(" 2000.0"));
+    }
+}

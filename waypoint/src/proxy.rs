@@ -1,0 +1,451 @@
+//! One HTTP request through the waypoint, in Envoy's filter order: request id, JWT
+//! authentication (401), authorization (403 `RBAC: access denied`), the VirtualService
+//! route (CORS preflight, faults, redirect, direct response, rewrite, headers), then the
+//! upstream call ([`call`]: DestinationRule policy, load balancing, retries, timeouts) and
+//! mirrors. Every request ends in Istio's metrics and an access line ([`telemetry`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::state::{StateStore, Workload};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+
+use crate::authz::{self, Binding, Verdict};
+use crate::config::{ConfigStore, L7Config};
+use crate::context::{Destination, Source};
+use crate::forward::{Body, Upstreams};
+use crate::metrics::RequestMetrics;
+use crate::route::{Action, Matched, RetryPolicy};
+use crate::upstream::Clusters;
+
+pub mod body;
+pub mod call;
+pub mod telemetry;
+
+use body::{MAX_BUFFERED, Metered, RequestBody, full};
+use call::{Call, Upstream};
+use telemetry::RequestRecord;
+
+/// What every request through this waypoint shares.
+#[derive(Debug)]
+pub struct Waypoint {
+    /// Which policies bind to this waypoint (its Gateway's namespace and name).
+    pub binding: Binding,
+    pub state: Arc<StateStore>,
+    pub config: Arc<ConfigStore>,
+    pub clusters: Clusters,
+    pub upstreams: Upstreams,
+    pub metrics: RequestMetrics,
+}
+
+/// What the waypoint knows of one HBONE tunnel: who sent it, and where to.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub source: Source,
+    pub source_workload: Option<Arc<Workload>>,
+    pub destination: Destination,
+    /// For workload traffic: the workload addressed.
+    pub target_workload: Option<Arc<Workload>>,
+}
+
+/// `x-request-id`, added when the client sent none (as Envoy does).
+const REQUEST_ID: &str = "x-request-id";
+
+/// Handles one request from `tunnel`. Never fails: problems become local replies.
+pub async fn handle(
+    waypoint: Arc<Waypoint>,
+    tunnel: Arc<Tunnel>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let (mut parts, body) = request.into_parts();
+    let request_id = ensure_request_id(&mut parts);
+    let mut record = RequestRecord {
+        started: Instant::now(),
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.to_string()),
+        authority: crate::context::authority(&parts).unwrap_or("-").to_owned(),
+        version: parts.version,
+        request_id,
+        request_bytes: 0,
+        source_principal: tunnel.source.identity.as_ref().map(|i| i.to_string()),
+        source: tunnel.source_workload.clone(),
+        source_addr: tunnel.source.ip.map(|ip| ip.to_string()),
+        service: tunnel
+            .destination
+            .service
+            .as_ref()
+            .map(|s| (s.hostname.clone(), s.name.clone(), s.namespace.clone())),
+        upstream: None,
+        upstream_addr: None,
+        route: None,
+        status: 0,
+        grpc_status: None,
+        flags: Vec::new(),
+        detail: None,
+    };
+    let response = process(&waypoint, &tunnel, parts, body, &mut record).await;
+    Ok(finish(&waypoint, record, response))
+}
+
+/// Counts the response as it streams; the access line is written when it ends.
+fn finish(
+    waypoint: &Waypoint,
+    mut record: RequestRecord,
+    response: Response<Body>,
+) -> Response<Body> {
+    record.status = response.status().as_u16();
+    if record.grpc_status.is_none() && is_grpc(response.headers()) {
+        record.grpc_status = call::grpc_status(&response).map(|s| s.to_string());
+    }
+    let metrics = waypoint.metrics.clone();
+    let (parts, body) = response.into_parts();
+    let body = Metered::new(body, move |bytes| record.finish(&metrics, bytes));
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+async fn process(
+    waypoint: &Waypoint,
+    tunnel: &Tunnel,
+    mut parts: Parts,
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Response<Body> {
+    let config = waypoint.config.current();
+    let dest = &tunnel.destination;
+    // Authentication: a present but invalid token is refused; none is anonymous.
+    let auth = match config
+        .authenticator
+        .authenticate(&waypoint.binding, dest, &mut parts)
+        .await
+    {
+        Ok(auth) => auth,
+        Err(e) => {
+            record.detail = Some(e.to_string());
+            return local(e.status(), e.body());
+        }
+    };
+    let verdict = config.policies.evaluate(
+        &waypoint.binding,
+        &authz::Request {
+            parts: &parts,
+            source: &tunnel.source,
+            destination: dest,
+            auth: auth.as_ref(),
+        },
+    );
+    if !verdict.audit().is_empty() {
+        tracing::info!(target: "access", policies = ?verdict.audit(), request_id = %record.request_id, "request audited");
+    }
+    if let Verdict::Denied { policy, reason, .. } = &verdict {
+        record.detail = Some(format!("denied by {policy} ({reason:?})"));
+        return local(StatusCode::FORBIDDEN, authz::DENIED_BODY);
+    }
+    let matched = config.routes.route(dest, &parts, &tunnel.source);
+    match matched {
+        Some(matched) => routed(waypoint, tunnel, &config, matched, parts, body, record).await,
+        None => {
+            let upstream = match default_upstream(waypoint, tunnel) {
+                Ok(u) => u,
+                Err(reply) => return reply,
+            };
+            let retries = RetryPolicy::istio_default();
+            forward(
+                waypoint, tunnel, &config, upstream, retries, None, None, parts, body, record,
+            )
+            .await
+        }
+    }
+}
+
+/// The route without a VirtualService: the service addressed, or the workload.
+#[allow(clippy::result_large_err)]
+fn default_upstream(waypoint: &Waypoint, tunnel: &Tunnel) -> Result<Upstream, Response<Body>> {
+    let dest = &tunnel.destination;
+    if let Some(service) = &dest.service {
+        let state = waypoint.state.snapshot();
+        return match state.service_by_hostname(&service.hostname) {
+            Some(s) => Ok(Upstream::Service {
+                service: s.clone(),
+                subset: None,
+                port: dest.port(),
+            }),
+            None => Err(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+            )),
+        };
+    }
+    match &tunnel.target_workload {
+        Some(workload) => Ok(Upstream::Workload {
+            workload: workload.clone(),
+            addr: dest.target,
+        }),
+        None => Err(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn routed(
+    waypoint: &Waypoint,
+    tunnel: &Tunnel,
+    config: &L7Config,
+    matched: Matched<'_>,
+    mut parts: Parts,
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Response<Body> {
+    let route = matched.route;
+    record.route = Some(if route.name.is_empty() {
+        format!(
+            "{}/{}#{}",
+            matched.virtual_service.namespace, matched.virtual_service.name, matched.rule_index
+        )
+    } else {
+        route.name.clone()
+    });
+    if let Some(cors) = &route.cors
+        && let Some(preflight) = cors.preflight(&parts)
+    {
+        return preflight.map(|()| full(Vec::new()));
+    }
+    if let Some(fault) = &route.fault {
+        let decision = fault.decide(&mut rand::rng());
+        if let Some(delay) = decision.delay {
+            record.flags.push("DI");
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = decision.abort {
+            record.flags.push("FI");
+            record.detail = Some("fault filter abort".into());
+            return abort.response().map(|()| full("fault filter abort"));
+        }
+    }
+    let destination = match &route.action {
+        Action::Redirect(redirect) => {
+            return redirect
+                .response(&parts, tunnel.destination.port())
+                .map(|()| full(Vec::new()));
+        }
+        Action::DirectResponse(direct) => return direct.response().map(full),
+        Action::Forward(forward) => forward.pick(&mut rand::rng()).clone(),
+    };
+    if let Some(rewrite) = &route.rewrite
+        && let Err(e) = rewrite.apply(&matched, &mut parts)
+    {
+        record.detail = Some(format!("rewrite failed: {e}"));
+        return local(
+            StatusCode::BAD_REQUEST,
+            "rewrite produced an invalid request",
+        );
+    }
+    route.request_headers.apply(&mut parts.headers);
+    destination.request_headers.apply(&mut parts.headers);
+    let state = waypoint.state.snapshot();
+    let Some(service) = state.service_by_hostname(&destination.host) else {
+        record.flags.push("NC");
+        record.detail = Some(format!("no service {}", destination.host));
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+    record.service = Some((
+        service.hostname.clone(),
+        service.name.clone(),
+        service.namespace.clone(),
+    ));
+    let upstream = Upstream::Service {
+        service: service.clone(),
+        subset: destination.subset.clone(),
+        port: destination.port.unwrap_or(tunnel.destination.port()),
+    };
+    drop(state);
+    let mirrors: Vec<_> = route.mirrored(&mut rand::rng()).cloned().collect();
+    let retries = route
+        .retries
+        .clone()
+        .unwrap_or_else(RetryPolicy::istio_default);
+    let per_try = retries.per_try_timeout;
+    let deadline = route.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut response = forward(
+        waypoint,
+        tunnel,
+        config,
+        upstream,
+        retries,
+        per_try,
+        deadline,
+        parts.clone(),
+        body,
+        record,
+    )
+    .await;
+    route.response_headers.apply(response.headers_mut());
+    destination.response_headers.apply(response.headers_mut());
+    if let Some(cors) = &route.cors {
+        cors.apply_response(&parts, response.headers_mut());
+    }
+    for mirror in mirrors {
+        mirror_request(
+            waypoint,
+            tunnel,
+            &mirror.host,
+            mirror.subset,
+            mirror.port,
+            &parts,
+        );
+    }
+    response
+}
+
+/// Sends the request upstream and turns the outcome into the client's response.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    waypoint: &Waypoint,
+    tunnel: &Tunnel,
+    config: &L7Config,
+    upstream: Upstream,
+    retries: RetryPolicy,
+    per_try_timeout: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
+    parts: Parts,
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Response<Body> {
+    let body = match RequestBody::read(body, MAX_BUFFERED).await {
+        Ok(b) => b,
+        Err(e) => {
+            record.detail = Some(format!("reading the request body: {e}"));
+            return local(StatusCode::BAD_REQUEST, "bad request body");
+        }
+    };
+    record.request_bytes = body.len() as u64;
+    let state = waypoint.state.snapshot();
+    let call = Call {
+        waypoint,
+        state: &state,
+        config,
+        source: &tunnel.source,
+        upstream,
+        retries,
+        per_try_timeout,
+        deadline,
+    };
+    match call.send(parts, body).await {
+        Ok(answer) => {
+            record.upstream = Some(answer.endpoint);
+            record.upstream_addr = Some(answer.addr.to_string());
+            let (mut head, incoming) = answer.response.into_parts();
+            if let Some(cookie) = answer.set_cookie {
+                head.headers.append(http::header::SET_COOKIE, cookie);
+            }
+            let body = incoming.map_err(|e| Box::new(e) as crate::forward::BoxError);
+            Response::from_parts(head, body.boxed_unsync())
+        }
+        Err(failure) => {
+            record.flags.push(failure.flag);
+            record.detail = Some(failure.detail);
+            if let Some((workload, addr)) = failure.endpoint {
+                record.upstream = Some(workload);
+                record.upstream_addr = Some(addr.to_string());
+            }
+            local(failure.status, failure.body)
+        }
+    }
+}
+
+/// Sends a copy of the request to a mirror and forgets the answer. Envoy appends
+/// `-shadow` to the authority of mirrored requests; so do we.
+fn mirror_request(
+    waypoint: &Waypoint,
+    tunnel: &Tunnel,
+    host: &str,
+    subset: Option<String>,
+    port: Option<u16>,
+    parts: &Parts,
+) {
+    let state = waypoint.state.snapshot();
+    let Some(service) = state.service_by_hostname(host).cloned() else {
+        tracing::debug!(%host, "mirror target is not a known service");
+        return;
+    };
+    let mut parts = parts.clone();
+    if let Some(authority) = crate::context::authority(&parts) {
+        let shadow = format!("{authority}-shadow");
+        if let Ok(value) = HeaderValue::from_str(&shadow) {
+            parts.headers.insert(http::header::HOST, value);
+        }
+    }
+    let port = port.unwrap_or(tunnel.destination.port());
+    let upstreams = waypoint.upstreams.clone();
+    let version = parts.version;
+    tokio::spawn(async move {
+        let endpoints = state.endpoints(&service.key());
+        let healthy: Vec<_> = endpoints.iter().filter(|w| w.healthy).collect();
+        if healthy.is_empty() {
+            return;
+        }
+        let _ = subset; // Mirrors go to any endpoint of the service.
+        let w = healthy[rand::rng().random_range(0..healthy.len())];
+        let Some(target_port) = service.target_port(w, port) else {
+            return;
+        };
+        let target = crate::forward::Target {
+            addr: std::net::SocketAddr::new(w.addresses[0], target_port),
+            hbone: (w.protocol == dataplane::state::TunnelProtocol::Hbone)
+                .then(|| w.identity.clone()),
+        };
+        let request = Request::from_parts(parts, full(Vec::new()));
+        if let Err(e) = upstreams.send(&target, version, request).await {
+            tracing::debug!(error = %e, "mirrored request failed");
+        }
+    });
+}
+
+/// A reply from the waypoint itself, `text/plain`.
+pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The request's `x-request-id`, generated (a random UUID) when missing.
+fn ensure_request_id(parts: &mut Parts) -> String {
+    if let Some(id) = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        return id.to_owned();
+    }
+    let bits: u128 = rand::rng().random();
+    // Version 4, variant 1.
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        parts.headers.insert(REQUEST_ID, value);
+    }
+    id
+}

@@ -1,0 +1,398 @@
+//! Sending a routed request upstream: the cluster (host, subset, port) and its
+//! DestinationRule policy, admission by the connection pool, endpoint choice (outlier
+//! ejections, load balancer, consistent hash), then attempts with Envoy's retry rules,
+//! per-try timeouts and outlier bookkeeping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::state::{Service, TunnelProtocol, Workload, WorkloadState};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::Waypoint;
+use super::body::RequestBody;
+use crate::config::L7Config;
+use crate::context::{Endpoint, Source};
+use crate::forward::{Target, UpstreamError};
+use crate::route::{AttemptOutcome, RetryPolicy};
+use crate::upstream::{self, ClusterKey, HashOutcome, LbPolicy, Outcome, Pick};
+
+/// Where a routed request goes.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// A service's endpoints (optionally a subset), at one of its ports.
+    Service {
+        service: Arc<Service>,
+        subset: Option<String>,
+        port: u16,
+    },
+    /// One workload, addressed directly (workload traffic without a route).
+    Workload {
+        workload: Arc<Workload>,
+        addr: SocketAddr,
+    },
+}
+
+/// A response from upstream and what produced it.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub endpoint: Arc<Workload>,
+    pub addr: SocketAddr,
+    /// A `Set-Cookie` to add (a generated consistent-hash cookie).
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// Why there is no upstream response: the local reply and its response flag.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub body: &'static str,
+    pub flag: &'static str,
+    pub detail: String,
+    /// The last endpoint tried, if any.
+    pub endpoint: Option<(Arc<Workload>, SocketAddr)>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, body: &'static str, flag: &'static str, detail: String) -> Self {
+        Failure {
+            status,
+            body,
+            flag,
+            detail,
+            endpoint: None,
+        }
+    }
+}
+
+/// Everything one upstream call needs.
+#[allow(missing_debug_implementations)]
+pub struct Call<'a> {
+    pub waypoint: &'a Waypoint,
+    pub state: &'a WorkloadState,
+    pub config: &'a L7Config,
+    pub source: &'a Source,
+    pub upstream: Upstream,
+    pub retries: RetryPolicy,
+    pub per_try_timeout: Option<Duration>,
+    /// When the whole request must be over (the route's timeout).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Call<'_> {
+    /// Sends `parts` + `body`, retrying as the policy allows while the body can be sent
+    /// again.
+    pub async fn send(&self, parts: Parts, body: RequestBody) -> Result<Answer, Failure> {
+        let now = Instant::now();
+        let (endpoints, cluster_key, rule_host) = self.endpoints()?;
+        let policy = rule_host
+            .as_deref()
+            .and_then(|host| self.config.destination_rules.lookup(host))
+            .and_then(|rule| rule.traffic_policy(cluster_key.subset.as_deref(), cluster_key.port))
+            .unwrap_or_default();
+        let cluster = self.waypoint.clusters.get(&cluster_key, &policy, now);
+        let _permit = cluster.pool.try_request().map_err(|overflow| {
+            Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                upstream::Overflow::RESPONSE_FLAG,
+                overflow.to_string(),
+            )
+        })?;
+        let hash = match cluster.load_balancer.policy() {
+            LbPolicy::ConsistentHash(ch) => upstream::hash_key(&ch.key, &parts, self.source),
+            _ => HashOutcome::Missing,
+        };
+        let set_cookie = match &hash {
+            HashOutcome::NewCookie { set_cookie, .. } => Some(set_cookie.clone()),
+            _ => None,
+        };
+        let mut body = Some(body);
+        let mut attempt = 0;
+        let mut _retry_permit = None;
+        loop {
+            let now = Instant::now();
+            if let Some(outlier) = &cluster.outlier {
+                outlier.set_hosts(&endpoints);
+            }
+            let healthy = match &cluster.outlier {
+                Some(outlier) => outlier.filter(&endpoints, now),
+                None => std::borrow::Cow::Borrowed(endpoints.as_slice()),
+            };
+            let pick = cluster
+                .load_balancer
+                .pick(&healthy, hash.hash(), &mut rand::rng());
+            let (endpoint, addr, _active) = match pick {
+                Pick::Endpoint(i, active) => {
+                    let e = &healthy[i];
+                    match self.state.workload(&e.uid) {
+                        Some(w) => (w.clone(), e.addr, Some(active)),
+                        None => return Err(no_healthy(format!("endpoint {} is gone", e.uid))),
+                    }
+                }
+                Pick::Passthrough => match self.passthrough() {
+                    Some((w, addr)) => (w, addr, None),
+                    None => {
+                        return Err(no_healthy(
+                            "no original destination to pass through to".into(),
+                        ));
+                    }
+                },
+                Pick::None => {
+                    return Err(no_healthy(format!(
+                        "no healthy endpoint for {}",
+                        describe(&cluster_key)
+                    )));
+                }
+            };
+            drop(healthy);
+            let target = Target {
+                addr,
+                hbone: (endpoint.protocol == TunnelProtocol::Hbone)
+                    .then(|| endpoint.identity.clone()),
+            };
+            // A buffered body can be sent again; a streamed one only once.
+            let (this_body, can_retry) = match body.as_ref().and_then(RequestBody::replay) {
+                Some(copy) => (copy, true),
+                None => match body.take() {
+                    Some(b) => (b.into_body(), false),
+                    None => return Err(no_healthy("the request body was already sent".into())),
+                },
+            };
+            let request = Request::from_parts(parts.clone(), this_body);
+            let outcome = self.attempt(&target, parts.version, request).await;
+            let (attempt_outcome, outlier_outcome) = match &outcome {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let grpc = grpc_status(response);
+                    (
+                        AttemptOutcome::Response {
+                            status,
+                            grpc_status: grpc,
+                        },
+                        Outcome::Response(status),
+                    )
+                }
+                Err(AttemptError::Upstream(UpstreamError::Connect { .. })) => {
+                    (AttemptOutcome::ConnectFailure, Outcome::LocalOriginFailure)
+                }
+                Err(AttemptError::Upstream(UpstreamError::Refused { .. })) => {
+                    (AttemptOutcome::RefusedStream, Outcome::LocalOriginFailure)
+                }
+                Err(AttemptError::Upstream(UpstreamError::Reset { .. })) => {
+                    (AttemptOutcome::Reset, Outcome::LocalOriginFailure)
+                }
+                Err(AttemptError::PerTryTimeout) => {
+                    (AttemptOutcome::PerTryTimeout, Outcome::LocalOriginFailure)
+                }
+                Err(AttemptError::Deadline) => {
+                    return Err(Failure {
+                        endpoint: Some((endpoint, addr)),
+                        ..Failure::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream request timeout",
+                            "UT",
+                            "the route's timeout passed".into(),
+                        )
+                    });
+                }
+            };
+            if let Some(outlier) = &cluster.outlier {
+                outlier.record(&endpoint.uid, outlier_outcome, Instant::now());
+            }
+            let retry = can_retry
+                && attempt < self.retries.attempts
+                && self.retries.should_retry(&attempt_outcome)
+                && match cluster.pool.try_retry() {
+                    Ok(permit) => {
+                        _retry_permit = Some(permit);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            if retry {
+                attempt += 1;
+                if let Some(backoff) = self.retries.backoff {
+                    tokio::time::sleep(backoff).await;
+                }
+                continue;
+            }
+            return match outcome {
+                Ok(response) => Ok(Answer {
+                    response,
+                    endpoint,
+                    addr,
+                    set_cookie,
+                }),
+                Err(e) => Err(Failure {
+                    endpoint: Some((endpoint, addr)),
+                    ..e.failure()
+                }),
+            };
+        }
+    }
+
+    /// One attempt, bounded by the per-try timeout and the route's deadline.
+    async fn attempt(
+        &self,
+        target: &Target,
+        version: Version,
+        request: Request<crate::forward::Body>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let send = self.waypoint.upstreams.send(target, version, request);
+        let per_try = async {
+            match self.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, send)
+                    .await
+                    .map_err(|_| AttemptError::PerTryTimeout)?
+                    .map_err(AttemptError::Upstream),
+                None => send.await.map_err(AttemptError::Upstream),
+            }
+        };
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, per_try)
+                .await
+                .map_err(|_| AttemptError::Deadline)?,
+            None => per_try.await,
+        }
+    }
+
+    /// The cluster's endpoints (healthy, in the subset), its key, and the host whose
+    /// DestinationRule applies.
+    fn endpoints(&self) -> Result<(Vec<Endpoint>, ClusterKey, Option<String>), Failure> {
+        match &self.upstream {
+            Upstream::Workload { workload, addr } => {
+                let endpoint = Endpoint {
+                    uid: Arc::from(workload.uid.as_str()),
+                    addr: *addr,
+                    labels: workload.labels.clone(),
+                };
+                let key = ClusterKey {
+                    host: addr.ip().to_string(),
+                    subset: None,
+                    port: addr.port(),
+                };
+                Ok((vec![endpoint], key, None))
+            }
+            Upstream::Service {
+                service,
+                subset,
+                port,
+            } => {
+                let host = service.hostname.clone();
+                let labels = match subset {
+                    Some(name) => {
+                        let rule = self.config.destination_rules.lookup(&host);
+                        match rule.and_then(|r| r.subset(name)) {
+                            Some(s) => Some(s.labels().clone()),
+                            None => {
+                                return Err(Failure::new(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "no healthy upstream",
+                                    "NC",
+                                    format!("no DestinationRule defines subset {name:?} of {host}"),
+                                ));
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let endpoints = self
+                    .state
+                    .endpoints(&service.key())
+                    .iter()
+                    .filter(|w| w.healthy && !w.addresses.is_empty())
+                    .filter(|w| {
+                        labels
+                            .as_ref()
+                            .is_none_or(|l| l.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+                    })
+                    .filter_map(|w| {
+                        let target = service.target_port(w, *port)?;
+                        Some(Endpoint {
+                            uid: Arc::from(w.uid.as_str()),
+                            addr: SocketAddr::new(w.addresses[0], target),
+                            labels: w.labels.clone(),
+                        })
+                    })
+                    .collect();
+                let key = ClusterKey {
+                    host: host.clone(),
+                    subset: subset.clone(),
+                    port: *port,
+                };
+                Ok((endpoints, key, Some(host)))
+            }
+        }
+    }
+
+    /// PASSTHROUGH: the original destination when it was a workload.
+    fn passthrough(&self) -> Option<(Arc<Workload>, SocketAddr)> {
+        match &self.upstream {
+            Upstream::Workload { workload, addr } => Some((workload.clone(), *addr)),
+            Upstream::Service { .. } => None,
+        }
+    }
+}
+
+fn no_healthy(detail: String) -> Failure {
+    Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no healthy upstream",
+        "UH",
+        detail,
+    )
+}
+
+fn describe(key: &ClusterKey) -> String {
+    match &key.subset {
+        Some(subset) => format!("{}:{} subset {subset}", key.host, key.port),
+        None => format!("{}:{}", key.host, key.port),
+    }
+}
+
+/// The `grpc-status` of a trailers-only gRPC response (in its headers).
+pub fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
+    response
+        .headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+enum AttemptError {
+    Upstream(UpstreamError),
+    PerTryTimeout,
+    Deadline,
+}
+
+impl AttemptError {
+    fn failure(self) -> Failure {
+        match self {
+            AttemptError::Upstream(e @ UpstreamError::Connect { .. }) => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                "UF",
+                e.to_string(),
+            ),
+            AttemptError::Upstream(e) => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                "UC",
+                e.to_string(),
+            ),
+            AttemptError::PerTryTimeout | AttemptError::Deadline => Failure::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream request timeout",
+                "UT",
+                "no response in time".into(),
+            ),
+        }
+    }
+}
