@@ -68,10 +68,15 @@ pub struct Match {
     pub not_destination_ports: Vec<u16>,
 }
 
+/// A string pattern: exact, prefix, suffix, or any non-empty value; from xDS, or parsed
+/// from Istio's `*` wildcard syntax ([`StringMatch::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StringMatch {
+    /// The value equals this.
     Exact(String),
+    /// The value starts with this.
     Prefix(String),
+    /// The value ends with this.
     Suffix(String),
     /// Any non-empty value.
     Presence,
@@ -206,6 +211,26 @@ fn holds<T>(positive: &[T], negative: &[T], matches: impl Fn(&T) -> bool) -> boo
 }
 
 impl StringMatch {
+    /// Parses Istio's wildcard syntax: `*` alone (any non-empty value), `prefix*`,
+    /// `*suffix`, or exact.
+    pub fn parse(pattern: &str) -> Self {
+        if pattern == "*" {
+            StringMatch::Presence
+        } else if let Some(prefix) = pattern.strip_suffix('*') {
+            StringMatch::Prefix(prefix.to_owned())
+        } else if let Some(suffix) = pattern.strip_prefix('*') {
+            StringMatch::Suffix(suffix.to_owned())
+        } else {
+            StringMatch::Exact(pattern.to_owned())
+        }
+    }
+
+    /// Like [`StringMatch::parse`], lower-casing the pattern (for hosts).
+    pub fn parse_lowercase(pattern: &str) -> Self {
+        Self::parse(&pattern.to_ascii_lowercase())
+    }
+
+    /// Whether `value` matches.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             StringMatch::Exact(s) => value == s,
@@ -227,6 +252,34 @@ impl Cidr {
     pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (prefix_len <= max).then_some(Cidr { addr, prefix_len })
+    }
+
+    /// Parses `ip` or `ip/len`. An IPv4-mapped IPv6 block of 96 bits or more is kept as
+    /// the IPv4 block it covers (connections are compared in canonical form).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            None => max,
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+        };
+        Ok(match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() && prefix_len >= 96 => Cidr {
+                addr: IpAddr::V4(v4),
+                prefix_len: prefix_len - 96,
+            },
+            _ => Cidr { addr, prefix_len },
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {

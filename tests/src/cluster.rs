@@ -31,6 +31,7 @@ use crate::mesh::{EXEC_ENV, component, holds, listening, write_atomically, write
 use crate::{Lab, LabConfig, LabProcess, Pod, PodSpec, node_ip};
 
 pub mod plan;
+pub mod waypoints;
 
 use controller::translate::labels::Labels;
 use plan::{Plan, PodKey, PodPlan};
@@ -97,6 +98,8 @@ pub struct Cluster {
     lab: Lab,
     config: ClusterConfig,
     reader: DirectoryReader,
+    /// What the controller and the pod runner read: the manifests and the lab's own.
+    api: waypoints::ApiServer,
     controller: Option<LabProcess>,
     agents: Vec<LabProcess>,
     ztunnels: Vec<Option<LabProcess>>,
@@ -134,10 +137,12 @@ impl Cluster {
         })
         .await?;
         write_tokens(&config)?;
-        let reader = DirectoryReader::new(&config.manifests);
+        let api = waypoints::ApiServer::create(&config.work_dir, &config.manifests)?;
+        let reader = DirectoryReader::new(&api.root);
         let mut cluster = Cluster {
             lab,
             reader,
+            api,
             controller: None,
             agents: Vec::new(),
             ztunnels: Vec::new(),
@@ -154,6 +159,7 @@ impl Cluster {
             cluster.ztunnels.push(None);
             cluster.start_ztunnel(node).await?;
         }
+        cluster.sync_waypoints()?;
         cluster.apply_plan().await?;
         Ok(cluster)
     }
@@ -192,7 +198,29 @@ impl Cluster {
     /// in place. Returns once every new enrolled pod is captured.
     pub async fn reconcile(&mut self) -> Result<Reconciled> {
         self.reader.refresh();
+        self.sync_waypoints()?;
         self.apply_plan().await
+    }
+
+    /// Writes (or removes) the Service and pod of every waypoint Gateway (see
+    /// [`waypoints`]) and reads them back.
+    fn sync_waypoints(&mut self) -> Result<()> {
+        let control_plane = waypoints::ControlPlane {
+            xds_address: self.controller_address(),
+            root_cert: self.root_cert(),
+            token_file: self.node_dir(0).join("token"),
+        };
+        if waypoints::sync(self.reader.store(), &self.api, &control_plane)? {
+            self.reader.refresh();
+        }
+        Ok(())
+    }
+
+    fn root_cert(&self) -> PathBuf {
+        self.config
+            .work_dir
+            .join("controller-state")
+            .join("root-cert.pem")
     }
 
     async fn apply_plan(&mut self) -> Result<Reconciled> {
@@ -208,7 +236,7 @@ impl Cluster {
             .store()
             .problems()
             .iter()
-            .map(|p| p.to_string())
+            .map(|p| self.api.user_paths(&p.to_string()))
             .collect();
         problems.extend(unrunnable);
         let mut done = Reconciled::default();
@@ -438,7 +466,7 @@ impl Cluster {
         cmd.env("RUST_LOG", &self.config.log_filter)
             .arg("run")
             .arg("--manifests")
-            .arg(&self.config.manifests)
+            .arg(&self.api.root)
             .arg("--tokens")
             .arg(dir.join("tokens.yaml"))
             .arg("--state-dir")
@@ -507,12 +535,7 @@ impl Cluster {
             .arg("--xds-address")
             .arg(self.controller_address())
             .arg("--root-cert")
-            .arg(
-                self.config
-                    .work_dir
-                    .join("controller-state")
-                    .join("root-cert.pem"),
-            )
+            .arg(self.root_cert())
             .arg("--token-file")
             .arg(dir.join("token"))
             .arg("--node-name")
@@ -620,14 +643,14 @@ fn container_log(pod_dir: &Path, container: &str) -> Result<fs::File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-/// A command line as a pod runs it: `demo-app` is this binary re-executed as the demo
-/// app; anything else is looked up on `PATH`. The environment is `env` (plus `PATH` and
+/// A command line as a pod runs it: `demo-app` and `waypoint` are this binary
+/// re-executed as the demo app or the waypoint; anything else is looked up on `PATH`. The environment is `env` (plus `PATH` and
 /// `RUST_LOG` from the host), as kubelet builds a container's.
 pub fn pod_command(argv: &[String], env: &[(String, String)]) -> Result<Command> {
     let (program, args) = argv.split_first().context("an empty command line")?;
-    let mut cmd = if program == "demo-app" {
+    let mut cmd = if program == "demo-app" || program == "waypoint" {
         let mut cmd = Command::new(std::env::current_exe().context("locating this binary")?);
-        cmd.env_clear().env(EXEC_ENV, "demo-app");
+        cmd.env_clear().env(EXEC_ENV, program);
         cmd
     } else {
         let mut cmd = Command::new(program);

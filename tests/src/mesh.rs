@@ -43,6 +43,7 @@ pub fn dispatch() -> Option<ExitCode> {
         "node-agent" => daemonset::app::main(args),
         "controller" => controller::app::main(args),
         "demo-app" => demo_app::main(args),
+        "waypoint" => waypoint::app::main(args),
         other => {
             eprintln!("{EXEC_ENV}={other}: unknown component");
             ExitCode::from(2)

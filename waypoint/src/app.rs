@@ -9,16 +9,16 @@ use std::sync::Arc;
 use dataplane::ca_client::{CaClient, CaClientConfig};
 use dataplane::cert::CertificateSource;
 use dataplane::control_plane::ControlPlane;
+use dataplane::dialer::{CertDialer, NoDelayConnector};
 use dataplane::endpoint::{bind, json_response, serve_http, text, with_type};
 use dataplane::state::{ServiceKey, StateStore, WaypointAddress};
 use dataplane::xds::{Backoff, NodeInfo, XdsClient, XdsConfig};
-use futures_util::future::BoxFuture;
-use hbone::tls::{ClientTls, ServerTls, TlsStream};
-use hbone::{ConnectError, Dialer, Identity, Pool, PoolKey, ServerConfig, TunnelServer};
+use hbone::tls::ServerTls;
+use hbone::{Identity, Pool, ServerConfig, TunnelServer};
 use http::{Method, StatusCode};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -135,9 +135,7 @@ pub async fn serve(
         () = runtime::stopped(stop.clone()) => return Ok(()),
     };
     let server_tls = ServerTls::new(cert).map_err(|e| e.to_string())?;
-    let dialer = CertDialer {
-        certs: certs.clone(),
-    };
+    let dialer = CertDialer::new(NoDelayConnector, certs.clone());
     let pool = Pool::new(hbone::PoolConfig::default(), Arc::new(dialer));
     let mut registry = Registry::default();
     let metrics = RequestMetrics::register(&mut registry);
@@ -244,32 +242,4 @@ pub async fn serve(
     }
     info!("waypoint stopped");
     Ok(())
-}
-
-/// Opens the waypoint's upstream HBONE connections with its current certificate.
-struct CertDialer {
-    certs: Arc<dyn CertificateSource>,
-}
-
-impl Dialer for CertDialer {
-    fn dial(
-        &self,
-        key: &PoolKey,
-    ) -> BoxFuture<'static, Result<TlsStream<TcpStream>, ConnectError>> {
-        let certs = self.certs.clone();
-        let key = key.clone();
-        Box::pin(async move {
-            let cert = certs
-                .certificate(&key.src_identity)
-                .await
-                .map_err(|_| ConnectError::NoCertificate(key.src_identity.to_string()))?;
-            let tls = ClientTls::new(cert)?;
-            let addr = key.next_hop;
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ConnectError::Tcp { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            Ok(tls.connect(tcp, &key.dst_identities).await?)
-        })
-    }
 }

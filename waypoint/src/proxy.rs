@@ -268,10 +268,11 @@ async fn routed(
     };
     drop(state);
     let mirrors: Vec<_> = route.mirrored(&mut rand::rng()).cloned().collect();
-    let retries = route
-        .retries
-        .clone()
-        .unwrap_or_else(RetryPolicy::istio_default);
+    // `None` means `attempts: 0` (an absent `retries` compiled to Istio's default).
+    let retries = route.retries.clone().unwrap_or(RetryPolicy {
+        attempts: 0,
+        ..RetryPolicy::istio_default()
+    });
     let per_try = retries.per_try_timeout;
     let deadline = route.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut response = forward(

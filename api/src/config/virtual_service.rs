@@ -13,6 +13,8 @@ use super::serde_util::{is_false, is_zero_i32, is_zero_u32};
 mod validate;
 mod validate_http;
 
+pub use validate_http::grpc_status_code;
+
 resource! {
     /// Routing for a set of hosts: HTTP, TLS (by SNI) and TCP routes.
     VirtualService(VirtualServiceSpec),

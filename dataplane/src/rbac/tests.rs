@@ -186,6 +186,35 @@ fn prefixes() {
 }
 
 #[test]
+fn parsed_prefixes() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(Cidr::parse("10.0.0.0/8"), Ok(cidr("10.0.0.0/8")));
+    assert_eq!(Cidr::parse("10.0.0.5"), Ok(cidr("10.0.0.5/32")));
+    assert_eq!(Cidr::parse("fd00::/64"), Ok(cidr("fd00::/64")));
+    assert_eq!(Cidr::parse("::ffff:10.0.0.0/104"), Ok(cidr("10.0.0.0/8")));
+    assert!(
+        Cidr::parse("::ffff:10.0.0.7")
+            .unwrap()
+            .contains(ip("10.0.0.7"))
+    );
+    assert!(Cidr::parse("10.0.0.0/33").is_err());
+    assert!(Cidr::parse("10.0.0.0/x").is_err());
+    assert!(Cidr::parse("ten").is_err());
+}
+
+#[test]
+fn wildcard_patterns() {
+    assert_eq!(StringMatch::parse("*"), StringMatch::Presence);
+    assert_eq!(StringMatch::parse("a*"), StringMatch::Prefix("a".into()));
+    assert_eq!(StringMatch::parse("*a"), StringMatch::Suffix("a".into()));
+    assert_eq!(StringMatch::parse("a"), StringMatch::Exact("a".into()));
+    assert_eq!(
+        StringMatch::parse_lowercase("A*"),
+        StringMatch::Prefix("a".into())
+    );
+}
+
+#[test]
 fn groups_are_or_rules_and_matches_or() {
     let ns = |s: &str| Match {
         namespaces: vec![exact(s)],

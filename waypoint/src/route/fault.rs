@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use api::config::parse_duration;
-use api::config::virtual_service::HttpFaultInjection;
+use api::config::virtual_service::{HttpFaultInjection, grpc_status_code};
 use http::{HeaderValue, StatusCode};
 use rand::Rng;
 
@@ -140,30 +140,9 @@ impl Fault {
     }
 }
 
-/// The gRPC status code of a status name (`UNAVAILABLE` -> 14); a decimal number is
-/// accepted too.
+/// The gRPC status code of a status name (`UNAVAILABLE` -> 14), in any case; a decimal
+/// number is accepted too.
 pub(super) fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    if let Some(i) = NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)) {
-        return u32::try_from(i).ok();
-    }
-    name.parse::<u32>().ok().filter(|c| *c <= 16)
+    grpc_status_code(&name.to_ascii_uppercase())
+        .or_else(|| name.parse::<u32>().ok().filter(|c| *c <= 16))
 }

@@ -534,3 +534,13 @@ fn cors_and_header_operations() {
          headers: {{request: {{set: {{':authority': b.example.com}}, remove: [cookie]}}}}, {TO_A}"
     )));
 }
+
+#[test]
+fn grpc_status_names_have_their_codes() {
+    use crate::config::virtual_service::grpc_status_code;
+    assert_eq!(grpc_status_code("OK"), Some(0));
+    assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
+    assert_eq!(grpc_status_code("UNAUTHENTICATED"), Some(16));
+    assert_eq!(grpc_status_code("unavailable"), None);
+    assert_eq!(grpc_status_code("14"), None);
+}

@@ -31,8 +31,8 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names accepted by `fault.abort.grpcStatus`.
-const GRPC_STATUS: &[&str] = &[
+/// gRPC status names accepted by `fault.abort.grpcStatus`, at the index of their code.
+const GRPC_STATUS: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -51,6 +51,15 @@ const GRPC_STATUS: &[&str] = &[
     "DATA_LOSS",
     "UNAUTHENTICATED",
 ];
+
+/// The code of a gRPC status name as `fault.abort.grpcStatus` spells it
+/// (`UNAVAILABLE` -> 14); `None` for anything else (exact, upper-case names only).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
 
 /// Methods accepted in `corsPolicy.allowMethods`.
 const HTTP_METHODS: &[&str] = &[
@@ -392,7 +401,7 @@ fn check_fault(errs: &mut Errors, path: &str, f: &HttpFaultInjection) {
             );
         }
         if let Some(status) = &abort.grpc_status
-            && !GRPC_STATUS.contains(&status.as_str())
+            && grpc_status_code(status).is_none()
         {
             errs.add(
                 format!("{at}.grpcStatus"),

@@ -1,0 +1,599 @@
+//! Lab e2e tier: the waypoint. Each trial runs the local mesh ([`lab::cluster`]) with a
+//! waypoint Gateway in the manifests, so the lab starts a waypoint pod as Istio's
+//! waypoint controller would; HTTP clients and servers are tokio tasks inside the pods
+//! (the client's connections are captured by its ztunnel), and every request goes
+//! client -> ztunnel -> waypoint -> ztunnel -> server over HBONE. Trials assert on the
+//! answers (which version, status, timing) and on what the waypoint logged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use lab::Pod;
+use lab::cluster::{Cluster, ClusterConfig};
+use lab::eventually::until;
+use libtest_mimic::Trial;
+
+const TRIAL_BOUND: Duration = Duration::from_secs(240);
+/// How long a config change may take to reach the proxies before a trial fails.
+const PROPAGATION: Duration = Duration::from_secs(15);
+const IO_BOUND: Duration = Duration::from_secs(10);
+const APP_PORT: u16 = 9080;
+/// The `ratings` Service in front of the server pods.
+const RATINGS: &str = "10.96.0.40:9080";
+
+/// An enrolled namespace with a waypoint taking its service traffic, a client on node 0
+/// and two versions of `ratings` on nodes 0 and 1.
+const BASE: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-0, serviceAccountName: client, containers: []}
+status: {podIP: 10.244.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-v1, namespace: shop, labels: {app: ratings, version: v1}}
+spec: {nodeName: node-0, serviceAccountName: ratings, containers: []}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-v2, namespace: shop, labels: {app: ratings, version: v2}}
+spec: {nodeName: node-1, serviceAccountName: ratings, containers: []}
+status: {podIP: 10.244.1.11}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: shop}
+spec:
+  host: ratings
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+
+fn main() -> ExitCode {
+    lab::trial::mesh_main("waypoint_e2e", || {
+        vec![
+            trial(
+                "header_routing_and_a_90_10_canary_split_through_the_waypoint",
+                canary_and_header_routing,
+            ),
+            trial("a_50_percent_abort_and_a_fixed_delay_are_injected", faults),
+            trial(
+                "retries_turn_a_flaky_endpoints_503s_into_successes",
+                retries,
+            ),
+            trial(
+                "a_service_account_label_sends_only_its_pods_traffic_through_a_waypoint",
+                service_account_opt_in,
+            ),
+        ]
+    })
+}
+
+fn trial<F, Fut>(name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    lab::trial::trial(name, TRIAL_BOUND, test)
+}
+
+/// A scratch directory, removed on drop unless `LAB_MESH_KEEP` is set.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LAB_MESH_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running local mesh with a waypoint, and the ratings servers.
+struct Env {
+    cluster: Cluster,
+    manifests: PathBuf,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    _scratch: Scratch,
+}
+
+/// How a test server answers.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Healthy,
+    /// 503 for every other request.
+    Flaky,
+}
+
+impl Env {
+    async fn start(name: &str, extra: &str) -> Result<Env> {
+        let root = std::env::temp_dir().join(format!("wp-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let scratch = Scratch(root.clone());
+        let manifests = root.join("manifests");
+        std::fs::create_dir_all(&manifests)?;
+        write(&manifests, "base.yaml", BASE)?;
+        write(&manifests, "extra.yaml", extra)?;
+        let cluster = Cluster::start(ClusterConfig::new(&manifests, root.join("work"))).await?;
+        ensure!(
+            cluster.problems().is_empty(),
+            "problems: {:?}",
+            cluster.problems()
+        );
+        // The lab started the waypoint pod: wait for it to serve.
+        let deadline = Instant::now() + PROPAGATION;
+        while !waypoint_log(&cluster).contains("waypoint started") {
+            ensure!(
+                Instant::now() < deadline,
+                "the waypoint did not start within {PROPAGATION:?}; problems {:?}; log:\n{}",
+                cluster.problems(),
+                waypoint_log(&cluster)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Env {
+            cluster,
+            manifests,
+            servers: Vec::new(),
+            _scratch: scratch,
+        })
+    }
+
+    fn pod(&self, name: &str) -> Result<Pod> {
+        self.pod_in("shop", name)
+    }
+
+    fn pod_in(&self, namespace: &str, name: &str) -> Result<Pod> {
+        self.cluster
+            .pod(namespace, name)
+            .cloned()
+            .with_context(|| format!("no pod {namespace}/{name}"))
+    }
+
+    /// Serves HTTP on [`APP_PORT`] in `pod`: `{"pod": NAME, "version": VERSION}`.
+    fn serve(&mut self, pod: &str, version: &'static str, behaviour: Behaviour) -> Result<()> {
+        let pod = self.pod(pod)?;
+        self.serve_in(pod, version, behaviour)
+    }
+
+    fn serve_in(&mut self, pod: Pod, version: &'static str, behaviour: Behaviour) -> Result<()> {
+        let listener = pod.listen(APP_PORT)?;
+        let name = pod.name().to_owned();
+        let served = Arc::new(AtomicU64::new(0));
+        self.servers.push(tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (name, served) = (name.clone(), served.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let n = served.fetch_add(1, Ordering::Relaxed);
+                        let name = name.clone();
+                        async move {
+                            let failing = matches!(behaviour, Behaviour::Flaky) && n % 2 == 0;
+                            let status = if failing { 503 } else { 200 };
+                            let body = format!(
+                                r#"{{"pod":"{name}","version":"{version}","path":"{}"}}"#,
+                                req.uri().path()
+                            );
+                            let mut response = Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+        Ok(())
+    }
+
+    fn write(&self, file: &str, yaml: &str) -> Result<()> {
+        write(&self.manifests, file, yaml)
+    }
+
+    /// A keep-alive HTTP/1.1 connection from `client` to the ratings Service.
+    async fn connect(&self, client: &str) -> Result<SendRequest<Empty<Bytes>>> {
+        self.connect_to(client, RATINGS.parse()?).await
+    }
+
+    /// A keep-alive HTTP/1.1 connection from `client` to `addr`.
+    async fn connect_to(
+        &self,
+        client: &str,
+        addr: SocketAddr,
+    ) -> Result<SendRequest<Empty<Bytes>>> {
+        let pod = self.pod(client)?;
+        let stream = tokio::time::timeout(IO_BOUND, pod.connect(addr))
+            .await
+            .with_context(|| format!("connecting to {addr}"))??;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, yaml: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml)?;
+    std::fs::rename(&tmp, dir.join(file))?;
+    Ok(())
+}
+
+fn waypoint_log(cluster: &Cluster) -> String {
+    log_of(cluster, "shop", "waypoint-0")
+}
+
+/// The log of the pod's (only) container, as the lab keeps it.
+fn log_of(cluster: &Cluster, namespace: &str, pod: &str) -> String {
+    let dir = cluster
+        .config()
+        .work_dir
+        .join("pods")
+        .join(format!("{namespace}.{pod}"));
+    std::fs::read_to_string(dir.join("istio-proxy.log")).unwrap_or_default()
+}
+
+/// What one request got: status, the answering pod's version, and the time it took.
+struct Answer {
+    status: u16,
+    version: Option<String>,
+    elapsed: Duration,
+}
+
+async fn get(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer> {
+    let mut request = Request::get(path).header("host", "ratings:9080");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let started = Instant::now();
+    let exchange = async {
+        sender.ready().await?;
+        let response = sender.send_request(request.body(Empty::new())?).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    let (status, body) = tokio::time::timeout(IO_BOUND, exchange)
+        .await
+        .with_context(|| format!("no answer to GET {path} within {IO_BOUND:?}"))??;
+    let version = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    Ok(Answer {
+        status,
+        version,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Sends requests until `check` holds for an answer (a config change has arrived).
+async fn until_answer(
+    env: &Env,
+    path: &str,
+    headers: &[(&str, &str)],
+    check: impl Fn(&Answer) -> bool,
+) -> Result<()> {
+    let ok = until(PROPAGATION, || async {
+        let Ok(mut sender) = env.connect("client").await else {
+            return Ok(false);
+        };
+        Ok(matches!(get(&mut sender, path, headers).await, Ok(a) if check(&a)))
+    })
+    .await?;
+    ensure!(
+        ok,
+        "GET {path} never got the expected answer; waypoint log:\n{}",
+        waypoint_log(&env.cluster)
+    );
+    Ok(())
+}
+
+const CANARY: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: ratings, subset: v2}}]
+  - route:
+    - {destination: {host: ratings, subset: v1}, weight: 90}
+    - {destination: {host: ratings, subset: v2}, weight: 10}
+";
+
+async fn canary_and_header_routing() -> Result<()> {
+    let mut env = Env::start("canary", CANARY).await?;
+    env.serve("ratings-v1", "v1", Behaviour::Healthy)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/ratings/1", &[("end-user", "jason")], |a| {
+        a.version.as_deref() == Some("v2")
+    })
+    .await?;
+    // Header routing: every request with the header goes to v2.
+    let mut sender = env.connect("client").await?;
+    for _ in 0..50 {
+        let a = get(&mut sender, "/ratings/1", &[("end-user", "jason")]).await?;
+        ensure!(
+            a.status == 200 && a.version.as_deref() == Some("v2"),
+            "jason got {} from {:?}",
+            a.status,
+            a.version
+        );
+    }
+    // The canary: 2,000 requests over 4 keep-alive connections, 10% expected on v2.
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        senders.push(env.connect("client").await?);
+    }
+    for i in 0..2000 {
+        let a = get(&mut senders[i % 4], "/ratings/1", &[]).await?;
+        ensure!(a.status == 200, "request {i} got {}", a.status);
+        *counts.entry(a.version.unwrap_or_default()).or_default() += 1;
+    }
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    let v1 = counts.get("v1").copied().unwrap_or(0);
+    ensure!(v1 + v2 == 2000, "answers from elsewhere: {counts:?}");
+    // Binomial(2000, 0.1): mean 200, standard deviation 13.4; 5 of them either way.
+    ensure!(
+        (133..=267).contains(&v2),
+        "v2 got {v2} of 2000 (expected 200 +- 67): {counts:?}"
+    );
+    eprintln!("canary split: {counts:?}");
+    // The path really went through the waypoint, with the client's identity.
+    let log = waypoint_log(&env.cluster);
+    let lines = log
+        .lines()
+        .filter(|l| {
+            l.contains("request")
+                && l.contains(r#"src_identity="spiffe://cluster.local/ns/shop/sa/client""#)
+        })
+        .count();
+    ensure!(
+        lines >= 2000,
+        "the waypoint logged {lines} requests from the client"
+    );
+    Ok(())
+}
+
+const FAULTS: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+    route: [{destination: {host: ratings, subset: v1}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+    route: [{destination: {host: ratings, subset: v1}}]
+  - route: [{destination: {host: ratings, subset: v1}}]
+";
+
+async fn faults() -> Result<()> {
+    let mut env = Env::start("faults", FAULTS).await?;
+    env.serve("ratings-v1", "v1", Behaviour::Healthy)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/delay", &[], |a| {
+        a.status == 200 && a.elapsed >= Duration::from_millis(300)
+    })
+    .await?;
+    let mut sender = env.connect("client").await?;
+    let (mut aborted, mut passed) = (0u32, 0u32);
+    for _ in 0..600 {
+        match get(&mut sender, "/abort", &[]).await?.status {
+            503 => aborted += 1,
+            200 => passed += 1,
+            other => bail!("/abort answered {other}"),
+        }
+    }
+    // Binomial(600, 0.5): mean 300, standard deviation 12.2; 5 of them either way.
+    ensure!(
+        (239..=361).contains(&aborted),
+        "{aborted} of 600 aborted (expected 300 +- 61)"
+    );
+    eprintln!("abort: {aborted} aborted, {passed} passed");
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let a = get(&mut sender, "/delay", &[]).await?;
+        ensure!(a.status == 200, "/delay answered {}", a.status);
+        delays.push(a.elapsed);
+    }
+    let undelayed = get(&mut sender, "/other", &[]).await?.elapsed;
+    let min = delays.iter().min().copied().unwrap_or_default();
+    let max = delays.iter().max().copied().unwrap_or_default();
+    ensure!(
+        min >= Duration::from_millis(300),
+        "a delayed request took only {min:?}"
+    );
+    ensure!(
+        max < Duration::from_millis(300) + Duration::from_secs(2),
+        "a delayed request took {max:?}"
+    );
+    ensure!(
+        undelayed < Duration::from_millis(300),
+        "an undelayed request took {undelayed:?}"
+    );
+    eprintln!("delay: {min:?}..{max:?} delayed, {undelayed:?} not");
+    Ok(())
+}
+
+const RETRIES: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /no-retries}}]
+    route: [{destination: {host: ratings, subset: v1}}]
+    retries: {attempts: 0}
+  - route: [{destination: {host: ratings, subset: v1}}]
+    retries: {attempts: 3, retryOn: 5xx}
+";
+
+async fn retries() -> Result<()> {
+    let mut env = Env::start("retries", RETRIES).await?;
+    // v1 fails every other request.
+    env.serve("ratings-v1", "v1", Behaviour::Flaky)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/retried", &[], |a| a.status == 200).await?;
+    let mut sender = env.connect("client").await?;
+    for i in 0..100 {
+        let a = get(&mut sender, "/retried", &[]).await?;
+        ensure!(a.status == 200, "request {i} with retries got {}", a.status);
+    }
+    let mut failed = 0;
+    for _ in 0..100 {
+        if get(&mut sender, "/no-retries", &[]).await?.status == 503 {
+            failed += 1;
+        }
+    }
+    // Without retries, about every other request fails: the endpoint is really flaky.
+    ensure!(
+        (30..=70).contains(&failed),
+        "{failed} of 100 failed without retries"
+    );
+    Ok(())
+}
+
+/// A second namespace with its own waypoint for workload traffic, and two pods running
+/// as different service accounts.
+const SA_NAMESPACE: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: team, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: team-waypoint, namespace: team, labels: {istio.io/waypoint-for: workload}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviewer, namespace: team, labels: {app: reviewer}}
+spec: {nodeName: node-1, serviceAccountName: reviewer, containers: []}
+status: {podIP: 10.244.1.30}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: team, labels: {app: other}}
+spec: {nodeName: node-1, serviceAccountName: other, containers: []}
+status: {podIP: 10.244.1.31}
+";
+
+const REVIEWER_ACCOUNT: &str = "
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviewer, namespace: team, labels: {istio.io/use-waypoint: team-waypoint}}
+";
+
+async fn service_account_opt_in() -> Result<()> {
+    let mut env = Env::start("service-account", SA_NAMESPACE).await?;
+    let reviewer = env.pod_in("team", "reviewer")?;
+    let other = env.pod_in("team", "other")?;
+    env.serve_in(reviewer.clone(), "v1", Behaviour::Healthy)?;
+    env.serve_in(other.clone(), "v1", Behaviour::Healthy)?;
+    let team_log = |env: &Env| log_of(&env.cluster, "team", "team-waypoint-0");
+    let ask = |ip: std::net::Ipv4Addr| SocketAddr::from((ip, APP_PORT));
+    // Before the ServiceAccount is labelled, neither pod's traffic meets the waypoint.
+    let mut to_reviewer = env.connect_to("client", ask(reviewer.ip())).await?;
+    ensure!(
+        get(&mut to_reviewer, "/before", &[]).await?.status == 200,
+        "reviewer unreachable"
+    );
+    ensure!(
+        !team_log(&env).contains("path=/before"),
+        "traffic went through the waypoint before the label"
+    );
+    env.write("account.yaml", REVIEWER_ACCOUNT)?;
+    let through = until(PROPAGATION, || async {
+        let Ok(mut sender) = env.connect_to("client", ask(reviewer.ip())).await else {
+            return Ok(false);
+        };
+        let answered = matches!(get(&mut sender, "/after", &[]).await, Ok(a) if a.status == 200);
+        Ok(answered && team_log(&env).contains("path=/after"))
+    })
+    .await?;
+    ensure!(
+        through,
+        "the reviewer's traffic never went through the waypoint:\n{}",
+        team_log(&env)
+    );
+    // The other account's pod is still reached directly.
+    let mut to_other = env.connect_to("client", ask(other.ip())).await?;
+    for _ in 0..5 {
+        ensure!(
+            get(&mut to_other, "/direct", &[]).await?.status == 200,
+            "other unreachable"
+        );
+    }
+    let log = team_log(&env);
+    ensure!(
+        !log.contains("path=/direct"),
+        "the other pod's traffic went through the waypoint:\n{log}"
+    );
+    let upstream = format!("upstream=\"{}:{APP_PORT}\"", reviewer.ip());
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("path=/after") && l.contains(&upstream)),
+        "{log}"
+    );
+    Ok(())
+}
