@@ -99,6 +99,10 @@ fn main() -> ExitCode {
                 "a_service_account_label_sends_only_its_pods_traffic_through_a_waypoint",
                 service_account_opt_in,
             ),
+            trial(
+                "jwt_and_path_based_authorization_allow_and_deny",
+                jwt_and_paths,
+            ),
         ]
     })
 }
@@ -595,5 +599,149 @@ async fn service_account_opt_in() -> Result<()> {
             .any(|l| l.contains("path=/after") && l.contains(&upstream)),
         "{log}"
     );
+    Ok(())
+}
+
+/// An ES256 signing key with its JWKS.
+struct Signer {
+    pair: ring::signature::EcdsaKeyPair,
+    jwks: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Signer {
+    fn new() -> Result<Signer> {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| anyhow::anyhow!("generating a P-256 key"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| anyhow::anyhow!("loading the P-256 key"))?;
+        // Uncompressed point: 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","alg":"ES256","x":"{}","y":"{}"}}]}}"#,
+            b64(&point[1..33]),
+            b64(&point[33..65])
+        );
+        Ok(Signer { pair, jwks })
+    }
+
+    /// A token for `sub` from [`ISSUER`], expiring `expires_in` seconds from now
+    /// (negative: already expired).
+    fn token(&self, sub: &str, expires_in: i64) -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        let header = b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#);
+        let claims = format!(
+            r#"{{"iss":"{ISSUER}","sub":"{sub}","aud":"ratings","exp":{},"groups":["raters"]}}"#,
+            now + expires_in
+        );
+        let signed = format!("{header}.{}", b64(claims.as_bytes()));
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .map_err(|_| anyhow::anyhow!("signing"))?;
+        Ok(format!("{signed}.{}", b64(signature.as_ref())))
+    }
+}
+
+const ISSUER: &str = "https://issuer.example";
+
+/// Anyone may read `/public/*`; `/ratings/*` only with a token of `alice`, and only GET.
+fn jwt_policies(jwks: &str) -> String {
+    format!(
+        "
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: issuer, namespace: shop}}
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  jwtRules:
+  - issuer: {ISSUER}
+    audiences: [ratings]
+    jwks: '{jwks}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ratings-readers, namespace: shop}}
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  action: ALLOW
+  rules:
+  - to: [{{operation: {{paths: [/public/*]}}}}]
+  - from: [{{source: {{requestPrincipals: [{ISSUER}/alice]}}}}]
+    to: [{{operation: {{methods: [GET], paths: [/ratings/*]}}}}]
+    when: [{{key: 'request.auth.claims[groups]', values: [raters]}}]
+"
+    )
+}
+
+async fn jwt_and_paths() -> Result<()> {
+    let signer = Signer::new()?;
+    let mut env = Env::start("jwt", &jwt_policies(&signer.jwks)).await?;
+    env.serve("ratings-v1", "v1", Behaviour::Healthy)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/ratings/1", &[], |a| a.status == 403).await?;
+    let alice = format!("Bearer {}", signer.token("alice", 3600)?);
+    let bob = format!("Bearer {}", signer.token("bob", 3600)?);
+    let expired = format!("Bearer {}", signer.token("alice", -3600)?);
+    let mut tampered = signer.token("alice", 3600)?;
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    let tampered = format!("Bearer {tampered}");
+    let mut sender = env.connect("client").await?;
+    let cases: [(&str, &str, Option<&str>, u16); 7] = [
+        ("GET", "/public/menu", None, 200),
+        ("GET", "/ratings/1", None, 403),
+        ("GET", "/ratings/1", Some(&alice), 200),
+        ("GET", "/ratings/1", Some(&bob), 403),
+        ("GET", "/ratings/1", Some(&expired), 401),
+        ("GET", "/ratings/1", Some(&tampered), 401),
+        ("POST", "/ratings/1", Some(&alice), 403),
+    ];
+    for (method, path, token, want) in cases {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "ratings:9080");
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        sender.ready().await?;
+        let response =
+            tokio::time::timeout(IO_BOUND, sender.send_request(request.body(Empty::new())?))
+                .await
+                .with_context(|| format!("no answer to {method} {path}"))??;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        let who = token.map_or("no token", |t| {
+            if t == alice {
+                "alice"
+            } else if t == bob {
+                "bob"
+            } else if t == expired {
+                "an expired token"
+            } else {
+                "a tampered token"
+            }
+        });
+        ensure!(
+            status == want,
+            "{method} {path} with {who}: {status} (expected {want}): {}",
+            String::from_utf8_lossy(&body)
+        );
+        if want == 403 {
+            ensure!(
+                body.as_ref() == b"RBAC: access denied",
+                "403 body {:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
     Ok(())
 }
