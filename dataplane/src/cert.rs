@@ -15,6 +15,8 @@ use hbone::Identity;
 use hbone::testing::TestCa;
 use hbone::tls::WorkloadCertificate;
 
+pub mod refresh;
+
 /// Why no certificate could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CertError {

@@ -182,6 +182,18 @@ impl Cluster {
             .map(|r| &r.pod)
     }
 
+    /// The process ids of the pod's running containers.
+    pub fn container_pids(&self, namespace: &str, name: &str) -> Vec<u32> {
+        let key = PodKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.pods
+            .get(&key)
+            .map(|r| r.containers.iter().map(LabProcess::pid).collect())
+            .unwrap_or_default()
+    }
+
     /// Every running pod with the plan it was started from.
     pub fn pods(&self) -> impl Iterator<Item = (&PodPlan, &Pod)> {
         self.pods.values().map(|r| (&r.plan, &r.pod))
@@ -644,11 +656,18 @@ fn container_log(pod_dir: &Path, container: &str) -> Result<fs::File> {
 }
 
 /// A command line as a pod runs it: `demo-app` and `waypoint` are this binary
-/// re-executed as the demo app or the waypoint; anything else is looked up on `PATH`. The environment is `env` (plus `PATH` and
+/// re-executed as the demo app or the waypoint (`LAB_WAYPOINT_BIN=PATH` runs that
+/// waypoint binary instead); anything else is looked up on `PATH`. The environment is `env` (plus `PATH` and
 /// `RUST_LOG` from the host), as kubelet builds a container's.
 pub fn pod_command(argv: &[String], env: &[(String, String)]) -> Result<Command> {
     let (program, args) = argv.split_first().context("an empty command line")?;
-    let mut cmd = if program == "demo-app" || program == "waypoint" {
+    let built_waypoint = std::env::var_os("LAB_WAYPOINT_BIN").filter(|_| program == "waypoint");
+    let mut cmd = if let Some(binary) = built_waypoint {
+        // A built `waypoint` binary (the benchmark measures the shipped binary's memory).
+        let mut cmd = Command::new(binary);
+        cmd.env_clear();
+        cmd
+    } else if program == "demo-app" || program == "waypoint" {
         let mut cmd = Command::new(std::env::current_exe().context("locating this binary")?);
         cmd.env_clear().env(EXEC_ENV, program);
         cmd

@@ -103,6 +103,14 @@ fn main() -> ExitCode {
                 "jwt_and_path_based_authorization_allow_and_deny",
                 jwt_and_paths,
             ),
+            trial(
+                "request_ids_and_trace_headers_reach_the_server",
+                trace_headers,
+            ),
+            trial(
+                "malformed_http_is_rejected_without_affecting_other_connections",
+                malformed_http,
+            ),
         ]
     })
 }
@@ -212,10 +220,23 @@ impl Env {
                         async move {
                             let failing = matches!(behaviour, Behaviour::Flaky) && n % 2 == 0;
                             let status = if failing { 503 } else { 200 };
-                            let body = format!(
-                                r#"{{"pod":"{name}","version":"{version}","path":"{}"}}"#,
-                                req.uri().path()
-                            );
+                            // What tracing headers arrived, for the propagation trial.
+                            let seen = |h: &str| {
+                                req.headers()
+                                    .get(h)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned()
+                            };
+                            let body = serde_json::json!({
+                                "pod": name,
+                                "version": version,
+                                "path": req.uri().path(),
+                                "x-request-id": seen("x-request-id"),
+                                "traceparent": seen("traceparent"),
+                                "x-b3-traceid": seen("x-b3-traceid"),
+                            })
+                            .to_string();
                             let mut response = Response::new(Full::new(Bytes::from(body)));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             Ok::<_, std::convert::Infallible>(response)
@@ -742,6 +763,136 @@ async fn jwt_and_paths() -> Result<()> {
                 String::from_utf8_lossy(&body)
             );
         }
+    }
+    Ok(())
+}
+
+async fn trace_headers() -> Result<()> {
+    let mut env = Env::start("trace", CANARY).await?;
+    env.serve("ratings-v1", "v1", Behaviour::Healthy)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/ratings/1", &[], |a| a.status == 200).await?;
+    let pod = env.pod("client")?;
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let pod = pod.clone();
+        async move {
+            let stream = pod.connect(RATINGS.parse()?).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut request = Request::get("/ratings/1").header("host", "ratings:9080");
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            let response = tokio::time::timeout(
+                IO_BOUND,
+                sender.send_request(request.body(Empty::<Bytes>::new())?),
+            )
+            .await??;
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&body)?)
+        }
+    };
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = ask(vec![
+        ("traceparent", traceparent),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+    ])
+    .await?;
+    ensure!(
+        seen["traceparent"] == traceparent,
+        "traceparent not forwarded: {seen}"
+    );
+    ensure!(
+        seen["x-b3-traceid"] == "80f198ee56343ba864fe8b2a57d3eff7",
+        "b3 not forwarded: {seen}"
+    );
+    let id = seen["x-request-id"].as_str().unwrap_or_default();
+    let uuid = id.len() == 36
+        && id.chars().filter(|c| *c == '-').count() == 4
+        && id.as_bytes()[14] == b'4';
+    ensure!(
+        uuid,
+        "the waypoint did not add a UUID v4 x-request-id: {id:?}"
+    );
+    let log = waypoint_log(&env.cluster);
+    ensure!(
+        log.contains(&format!("request_id={id}")),
+        "the access line does not carry {id}"
+    );
+    let seen = ask(vec![("x-request-id", "my-own-id")]).await?;
+    ensure!(
+        seen["x-request-id"] == "my-own-id",
+        "a client's x-request-id was replaced: {seen}"
+    );
+    Ok(())
+}
+
+/// Raw bytes on a new captured connection to ratings; the first line of the answer.
+async fn raw_status(pod: &Pod, request: &[u8]) -> Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = pod.connect(RATINGS.parse()?).await?;
+        stream.write_all(request).await?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        anyhow::Ok(text.lines().next().unwrap_or_default().to_owned())
+    };
+    tokio::time::timeout(IO_BOUND, exchange)
+        .await
+        .context("no answer to a raw request")?
+}
+
+async fn malformed_http() -> Result<()> {
+    let mut env = Env::start("malformed", CANARY).await?;
+    env.serve("ratings-v1", "v1", Behaviour::Healthy)?;
+    env.serve("ratings-v2", "v2", Behaviour::Healthy)?;
+    until_answer(&env, "/ratings/1", &[], |a| a.status == 200).await?;
+    let client = env.pod("client")?;
+    // A keep-alive connection that must keep working through all of it.
+    let mut healthy = env.connect("client").await?;
+    let big = format!(
+        "GET /ratings/1 HTTP/1.1\r\nhost: ratings\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("an oversized header block", big.into_bytes(), "HTTP/1.1 431"),
+        (
+            "Content-Length with Transfer-Encoding",
+            b"POST /ratings/1 HTTP/1.1\r\nhost: ratings\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "two different Content-Lengths",
+            b"POST /ratings/1 HTTP/1.1\r\nhost: ratings\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "a header name with a space",
+            b"GET /ratings/1 HTTP/1.1\r\nhost: ratings\r\nbad header: x\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (what, request, want) in cases {
+        let status = raw_status(&client, &request).await?;
+        ensure!(
+            status.starts_with(want),
+            "{what}: answered {status:?}, expected {want}"
+        );
+        let a = get(&mut healthy, "/ratings/1", &[]).await?;
+        ensure!(
+            a.status == 200,
+            "the healthy connection broke after {what}: {}",
+            a.status
+        );
     }
     Ok(())
 }

@@ -232,6 +232,12 @@ pub async fn serve(
         stop.clone(),
     )));
 
+    tasks.push(tokio::spawn(dataplane::cert::refresh::keep_fresh(
+        server_tls.clone(),
+        certs.clone(),
+        dataplane::cert::refresh::CHECK_INTERVAL,
+        stop.clone(),
+    )));
     let server = TunnelServer::new(ServerConfig::new(server_tls), inbound);
     info!(name = %flags.name, namespace = %flags.namespace, %identity, hbone = %flags.hbone_address, "waypoint started");
     server.serve(hbone_listener, stop.clone()).await;

@@ -149,7 +149,29 @@ impl Policies {
 
     /// Decides `req` with the policies that apply to it through `binding`.
     pub fn evaluate(&self, binding: &Binding, req: &Request<'_>) -> Verdict {
-        let facts = Facts::new(req);
+        self.decide_with(binding, req, &Facts::new(req))
+    }
+
+    /// Decides an opaque TCP connection from `source` to `destination`: rules that need
+    /// HTTP attributes do not match in ALLOW and AUDIT policies and are ignored (match)
+    /// in DENY and CUSTOM ones, as Istio evaluates TCP traffic.
+    pub fn evaluate_tcp(
+        &self,
+        binding: &Binding,
+        source: &Source,
+        destination: &Destination,
+    ) -> Verdict {
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let req = Request {
+            parts: &parts,
+            source,
+            destination,
+            auth: None,
+        };
+        self.decide_with(binding, &req, &Facts::tcp(&req))
+    }
+
+    fn decide_with(&self, binding: &Binding, req: &Request<'_>, facts: &Facts<'_>) -> Verdict {
         let applicable: Vec<&CompiledPolicy> = self
             .policies
             .iter()
@@ -158,7 +180,7 @@ impl Policies {
             .collect();
         let audit: Vec<String> = applicable
             .iter()
-            .filter(|p| p.action == Action::Audit && !p.dry_run && p.matches(&facts))
+            .filter(|p| p.action == Action::Audit && !p.dry_run && p.matches(facts))
             .map(|p| p.key())
             .collect();
         let deciding = |dry_run: bool| {
@@ -170,12 +192,12 @@ impl Policies {
         let dry_run = if deciding(true).next().is_none() {
             DryRun::NotApplicable
         } else {
-            match decide(deciding(true), &facts) {
+            match decide(deciding(true), facts) {
                 Ok(()) => DryRun::WouldAllow,
                 Err((policy, reason)) => DryRun::WouldDeny { policy, reason },
             }
         };
-        match decide(deciding(false), &facts) {
+        match decide(deciding(false), facts) {
             Ok(()) => Verdict::Allowed { audit, dry_run },
             Err((policy, reason)) => Verdict::Denied {
                 policy,

@@ -95,3 +95,17 @@ pub fn authority(parts: &http::request::Parts) -> Option<&str> {
         .map(|a| a.as_str())
         .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
 }
+
+/// A Kubernetes service host in full: `a` -> `a.NS.svc.SUFFIX` (in the namespace `ns` of
+/// the object naming it), `a.b` -> `a.b.svc.SUFFIX`, `a.b.svc` -> `a.b.svc.SUFFIX`;
+/// anything else is kept. Lower-cased. Every host a waypoint routes to is a service, so
+/// VirtualService destinations and DestinationRule hosts are read the same way.
+pub fn fqdn(host: &str, ns: &str, suffix: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.matches('.').count() {
+        0 => format!("{host}.{ns}.svc.{suffix}"),
+        1 => format!("{host}.svc.{suffix}"),
+        2 if host.ends_with(".svc") => format!("{host}.{suffix}"),
+        _ => host,
+    }
+}

@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::upstream::{ConnectionPermit, ConnectionPool, Overflow};
+
 /// Boxed errors of request and response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type requests are forwarded with.
@@ -51,6 +53,9 @@ pub enum UpstreamError {
     /// The connection or stream broke after the request was (maybe) sent.
     #[error("{addr} reset the request: {reason}")]
     Reset { addr: SocketAddr, reason: String },
+    /// The cluster's connection pool is at a limit (answered 503, flag `UO`).
+    #[error(transparent)]
+    Overflow(Overflow),
 }
 
 /// Upstream HTTP connections by endpoint. Cheap to clone.
@@ -59,11 +64,32 @@ pub struct Upstreams {
     inner: Arc<Inner>,
 }
 
+/// Connections are shared within a cluster (its pool, by address) and an endpoint.
+type Key = (usize, SocketAddr);
+
 struct Inner {
     pool: Pool,
     identity: Identity,
-    http1: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>,
-    http2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    http1: Mutex<HashMap<Key, Vec<Http1Connection>>>,
+    http2: Mutex<HashMap<Key, Http2Connection>>,
+    /// Wakes requests waiting for an HTTP/1.1 connection of a cluster and endpoint.
+    freed: Mutex<HashMap<Key, Arc<tokio::sync::Notify>>>,
+}
+
+/// How often a pending request looks again for a connection whose slot was freed by a
+/// close (a connection handed back wakes it at once).
+const PENDING_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// An upstream HTTP/1.1 connection and its slot in the cluster's `maxConnections`
+/// (given back when the connection is dropped).
+struct Http1Connection {
+    sender: http1::SendRequest<Body>,
+    permit: ConnectionPermit,
+}
+
+struct Http2Connection {
+    sender: http2::SendRequest<Body>,
+    permit: ConnectionPermit,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -83,6 +109,7 @@ impl Upstreams {
                 identity,
                 http1: Mutex::default(),
                 http2: Mutex::default(),
+                freed: Mutex::default(),
             }),
         }
     }
@@ -98,18 +125,24 @@ impl Upstreams {
     }
 
     /// Sends `request` to `target` over HTTP/1.1 or HTTP/2 (`version`), reusing a
-    /// connection when one is free.
+    /// connection of the same cluster when one is free. `pool` is the cluster's
+    /// DestinationRule connection pool: `maxConnections` bounds the connections opened
+    /// for it, `maxRequestsPerConnection` retires a connection, and an HTTP/1.1 request
+    /// that finds every connection busy at the limit waits for one as a pending request
+    /// (`http1MaxPendingRequests`); beyond the limits it fails with [`UpstreamError::Overflow`].
     pub async fn send(
         &self,
         target: &Target,
         version: Version,
         mut request: Request<Body>,
+        pool: &Arc<ConnectionPool>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = target.addr;
+        let key = (Arc::as_ptr(pool) as usize, addr);
         if version == Version::HTTP_2 {
             *request.uri_mut() = absolute(request.uri(), addr);
             *request.version_mut() = Version::HTTP_2;
-            let mut sender = self.http2_sender(target).await?;
+            let mut sender = self.http2_sender(target, key, pool).await?;
             sender
                 .send_request(request)
                 .await
@@ -117,33 +150,85 @@ impl Upstreams {
         } else {
             *request.uri_mut() = origin_form(request.uri());
             *request.version_mut() = Version::HTTP_11;
-            let mut sender = self.http1_sender(target).await?;
-            let response = sender.send_request(request).await;
-            // Once its response body is read it can take the next request.
-            self.lock_http1().entry(addr).or_default().push(sender);
+            let mut conn = self.http1_connection(target, key, pool).await?;
+            let reusable = conn.permit.start_request();
+            let response = conn.sender.send_request(request).await;
+            // Once its response body is read it can take the next request; a retired one
+            // closes when this response is over.
+            if reusable {
+                self.lock_http1().entry(key).or_default().push(conn);
+                self.freed(key).notify_one();
+            }
             response.map_err(|e| classify(addr, &e))
         }
     }
 
-    fn lock_http1(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>> {
+    fn lock_http1(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Http1Connection>>> {
         self.inner.http1.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn http1_sender(
+    /// A free connection, a new one within `maxConnections`, or (at the limit) the next
+    /// one to come free, waited for as a pending request (`http1MaxPendingRequests`).
+    async fn http1_connection(
         &self,
         target: &Target,
-    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
-        {
-            let mut idle = self.lock_http1();
-            if let Some(senders) = idle.get_mut(&target.addr) {
-                senders.retain(|s| !s.is_closed());
-                if let Some(i) = senders.iter().position(|s| s.is_ready()) {
-                    return Ok(senders.swap_remove(i));
+        key: Key,
+        pool: &Arc<ConnectionPool>,
+    ) -> Result<Http1Connection, UpstreamError> {
+        let mut pending = None;
+        loop {
+            let freed = self.freed(key);
+            let notified = freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = {
+                let mut idle = self.lock_http1();
+                let conns = idle.entry(key).or_default();
+                conns.retain(|c| !c.sender.is_closed());
+                match conns.iter().position(|c| c.sender.is_ready()) {
+                    Some(i) => Ok(conns.swap_remove(i)),
+                    // One whose response body is still being read: ready soon.
+                    None => conns.pop().ok_or(()),
+                }
+            };
+            match found {
+                Ok(conn) if conn.sender.is_ready() => return Ok(conn),
+                Ok(mut conn) => {
+                    if conn.sender.ready().await.is_ok() {
+                        return Ok(conn);
+                    }
+                    continue; // closed meanwhile: its slot is free again
+                }
+                Err(()) => {}
+            }
+            match pool.try_connection() {
+                Ok(permit) => return self.open_http1(target, permit).await,
+                Err(overflow) => {
+                    if pending.is_none() {
+                        pending = Some(
+                            pool.try_pending()
+                                .map_err(|_| UpstreamError::Overflow(overflow))?,
+                        );
+                    }
                 }
             }
+            // Wait for a connection to be handed back (or a slot to free: closed
+            // connections are noticed on the next look).
+            let _ = tokio::time::timeout(PENDING_RECHECK, notified).await;
         }
+    }
+
+    /// Woken when a connection of `key` is handed back.
+    fn freed(&self, key: Key) -> Arc<tokio::sync::Notify> {
+        let mut freed = self.inner.freed.lock().unwrap_or_else(|e| e.into_inner());
+        freed.entry(key).or_default().clone()
+    }
+
+    async fn open_http1(
+        &self,
+        target: &Target,
+        permit: ConnectionPermit,
+    ) -> Result<Http1Connection, UpstreamError> {
         let io = self.open(target).await?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| connect(target, e))?;
         tokio::spawn(async move {
@@ -151,20 +236,28 @@ impl Upstreams {
                 debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }
         });
-        Ok(sender)
+        Ok(Http1Connection { sender, permit })
     }
 
+    /// The endpoint's HTTP/2 connection for this cluster, opened within
+    /// `maxConnections`; one that has carried `maxRequestsPerConnection` is replaced.
     async fn http2_sender(
         &self,
         target: &Target,
+        key: Key,
+        pool: &Arc<ConnectionPool>,
     ) -> Result<http2::SendRequest<Body>, UpstreamError> {
-        let existing = {
-            let held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
-            held.get(&target.addr).filter(|s| !s.is_closed()).cloned()
-        };
-        if let Some(sender) = existing {
-            return Ok(sender);
+        {
+            let mut held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(conn) = held.get_mut(&key) {
+                if !conn.sender.is_closed() && !conn.permit.is_exhausted() {
+                    conn.permit.start_request();
+                    return Ok(conn.sender.clone());
+                }
+                held.remove(&key);
+            }
         }
+        let mut permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
         let io = self.open(target).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
@@ -175,8 +268,15 @@ impl Upstreams {
                 debug!(error = %e, "upstream HTTP/2 connection ended");
             }
         });
+        permit.start_request();
         let mut held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
-        held.insert(target.addr, sender.clone());
+        held.insert(
+            key,
+            Http2Connection {
+                sender: sender.clone(),
+                permit,
+            },
+        );
         Ok(sender)
     }
 

@@ -16,10 +16,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::{debug, info};
 
-use crate::authz::{self, Verdict};
+use crate::authz::Verdict;
 use crate::context::{Destination, ServiceName, Source, SourceWorkload};
 use crate::forward::HBONE_PORT;
 use crate::proxy::{Tunnel, Waypoint};
+use crate::smuggling::{self, Head};
 use crate::sniff::{self, Protocol, Rewind};
 
 /// How long a tunnel may stay silent before it is taken for a server-first protocol
@@ -73,30 +74,43 @@ impl StreamHandler for Inbound {
                 return;
             }
         };
-        let io = TokioIo::new(Rewind::new(seen, stream));
+        let io = Rewind::new(seen, stream);
         let (waypoint, for_requests) = (self.waypoint.clone(), tunnel.clone());
-        let service = service_fn(move |request| {
-            crate::proxy::handle(waypoint.clone(), for_requests.clone(), request)
-        });
+        let handle =
+            move |request| crate::proxy::handle(waypoint.clone(), for_requests.clone(), request);
         let result = match protocol {
             Protocol::Http1 => {
+                // hyper takes Content-Length with Transfer-Encoding; Envoy refuses it.
+                let (io, heads) = smuggling::watch(io);
+                let service = service_fn(move |request| {
+                    let refused = heads.next() == Head::LengthAndEncoding;
+                    let response = (!refused).then(|| handle(request));
+                    async move {
+                        match response {
+                            Some(response) => response.await,
+                            None => {
+                                info!(target: "access", "request refused: Content-Length with Transfer-Encoding");
+                                Ok(smuggling::refusal())
+                            }
+                        }
+                    }
+                });
                 http1::Builder::new()
                     .timer(TokioTimer::new())
                     .max_buf_size(MAX_HEADER_BYTES)
                     .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(io, service)
+                    .serve_connection(TokioIo::new(io), service)
                     .await
             }
             Protocol::Http2 => {
                 http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .max_header_list_size(MAX_HEADER_BYTES as u32)
-                    .serve_connection(io, service)
+                    .serve_connection(TokioIo::new(io), service_fn(handle))
                     .await
             }
             Protocol::Tcp => {
-                drop(service);
-                self.tcp(&tunnel, io.into_inner()).await;
+                self.tcp(&tunnel, io).await;
                 return;
             }
         };
@@ -172,22 +186,17 @@ impl Inbound {
         })
     }
 
-    /// Opaque TCP: the waypoint's policies, evaluated without HTTP attributes (rules
-    /// that need a method, path, host or header do not match), then bytes both ways to
-    /// an endpoint chosen as ztunnel would.
+    /// Opaque TCP: the waypoint's policies, evaluated without HTTP attributes as Istio
+    /// does (an ALLOW rule that needs a method, path, host, header or JWT never matches;
+    /// a DENY rule ignores those fields), then bytes both ways to an endpoint chosen as
+    /// ztunnel would.
     async fn tcp(&self, peer: &Tunnel, mut client: Rewind<hbone::H2Stream>) {
         let state = self.waypoint.state.snapshot();
         let config = self.waypoint.config.current();
-        let (parts, ()) = http::Request::new(()).into_parts();
-        let verdict = config.policies.evaluate(
-            &self.waypoint.binding,
-            &authz::Request {
-                parts: &parts,
-                source: &peer.source,
-                destination: &peer.destination,
-                auth: None,
-            },
-        );
+        let verdict =
+            config
+                .policies
+                .evaluate_tcp(&self.waypoint.binding, &peer.source, &peer.destination);
         if let Verdict::Denied { policy, .. } = verdict {
             info!(target: "access", policy, dst = %peer.destination.target, "TCP tunnel denied");
             return;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod problem;
 pub mod proxy;
 pub mod route;
+pub mod smuggling;
 pub mod sniff;
 pub mod upstream;
 pub mod xds;

@@ -3,7 +3,7 @@
 //! | metric | what |
 //! |---|---|
 //! | `istio_requests_total` | requests answered (including those the waypoint answered itself: denials, faults, redirects) |
-//! | `istio_request_duration_milliseconds` | time from the request's head to the end of the response head |
+//! | `istio_request_duration_milliseconds` | time from the request's head to the end of the response body |
 //! | `istio_request_bytes` | request body bytes |
 //! | `istio_response_bytes` | response body bytes |
 //!

@@ -86,6 +86,7 @@ pub async fn handle(
         upstream_addr: None,
         route: None,
         status: 0,
+        grpc: is_grpc(&parts.headers),
         grpc_status: None,
         flags: Vec::new(),
         detail: None,
@@ -104,14 +105,23 @@ fn finish(
     if record.grpc_status.is_none() && is_grpc(response.headers()) {
         record.grpc_status = call::grpc_status(&response).map(|s| s.to_string());
     }
+    let grpc = record.grpc || is_grpc(response.headers());
     let metrics = waypoint.metrics.clone();
     let (parts, body) = response.into_parts();
-    let body = Metered::new(body, move |bytes| record.finish(&metrics, bytes));
+    let body = Metered::new(body, move |bytes, trailers| {
+        // A gRPC response that is not trailers-only ends with its status.
+        if grpc && record.grpc_status.is_none() {
+            record.grpc_status = trailers
+                .and_then(call::grpc_status_in)
+                .map(|s| s.to_string());
+        }
+        record.finish(&metrics, bytes)
+    });
     Response::from_parts(parts, body.boxed_unsync())
 }
 
 async fn process(
-    waypoint: &Waypoint,
+    waypoint: &Arc<Waypoint>,
     tunnel: &Tunnel,
     mut parts: Parts,
     body: Incoming,
@@ -140,6 +150,9 @@ async fn process(
             auth: auth.as_ref(),
         },
     );
+    if let authz::DryRun::WouldDeny { policy, reason } = verdict.dry_run() {
+        tracing::info!(target: "access", policy = %policy, reason = ?reason, request_id = %record.request_id, "dry-run policy would deny this request (not enforced)");
+    }
     if !verdict.audit().is_empty() {
         tracing::info!(target: "access", policies = ?verdict.audit(), request_id = %record.request_id, "request audited");
     }
@@ -153,6 +166,10 @@ async fn process(
         None => {
             let upstream = match default_upstream(waypoint, tunnel) {
                 Ok(u) => u,
+                Err(reply) => return reply,
+            };
+            let body = match read_body(body, record).await {
+                Ok(b) => b,
                 Err(reply) => return reply,
             };
             let retries = RetryPolicy::istio_default();
@@ -196,9 +213,9 @@ fn default_upstream(waypoint: &Waypoint, tunnel: &Tunnel) -> Result<Upstream, Re
 
 #[allow(clippy::too_many_arguments)]
 async fn routed(
-    waypoint: &Waypoint,
+    waypoint: &Arc<Waypoint>,
     tunnel: &Tunnel,
-    config: &L7Config,
+    config: &Arc<L7Config>,
     matched: Matched<'_>,
     mut parts: Parts,
     body: Incoming,
@@ -267,7 +284,14 @@ async fn routed(
         port: destination.port.unwrap_or(tunnel.destination.port()),
     };
     drop(state);
-    let mirrors: Vec<_> = route.mirrored(&mut rand::rng()).cloned().collect();
+    let body = match read_body(body, record).await {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    // Mirrors get a copy at the same time; their answers are dropped.
+    for mirror in route.mirrored(&mut rand::rng()) {
+        mirror_request(waypoint, tunnel, config, mirror, &parts, &body);
+    }
     // `None` means `attempts: 0` (an absent `retries` compiled to Istio's default).
     let retries = route.retries.clone().unwrap_or(RetryPolicy {
         attempts: 0,
@@ -293,17 +317,24 @@ async fn routed(
     if let Some(cors) = &route.cors {
         cors.apply_response(&parts, response.headers_mut());
     }
-    for mirror in mirrors {
-        mirror_request(
-            waypoint,
-            tunnel,
-            &mirror.host,
-            mirror.subset,
-            mirror.port,
-            &parts,
-        );
-    }
     response
+}
+
+/// Reads the request body (up to [`MAX_BUFFERED`] kept for retries and mirrors).
+async fn read_body(
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Result<RequestBody, Response<Body>> {
+    match RequestBody::read(body, MAX_BUFFERED).await {
+        Ok(b) => {
+            record.request_bytes = b.len() as u64;
+            Ok(b)
+        }
+        Err(e) => {
+            record.detail = Some(format!("reading the request body: {e}"));
+            Err(local(StatusCode::BAD_REQUEST, "bad request body"))
+        }
+    }
 }
 
 /// Sends the request upstream and turns the outcome into the client's response.
@@ -317,17 +348,9 @@ async fn forward(
     per_try_timeout: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
     parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     record: &mut RequestRecord,
 ) -> Response<Body> {
-    let body = match RequestBody::read(body, MAX_BUFFERED).await {
-        Ok(b) => b,
-        Err(e) => {
-            record.detail = Some(format!("reading the request body: {e}"));
-            return local(StatusCode::BAD_REQUEST, "bad request body");
-        }
-    };
-    record.request_bytes = body.len() as u64;
     let state = waypoint.state.snapshot();
     let call = Call {
         waypoint,
@@ -348,7 +371,7 @@ async fn forward(
                 head.headers.append(http::header::SET_COOKIE, cookie);
             }
             let body = incoming.map_err(|e| Box::new(e) as crate::forward::BoxError);
-            Response::from_parts(head, body.boxed_unsync())
+            Response::from_parts(head, body::guarded(body.boxed_unsync(), answer.permit))
         }
         Err(failure) => {
             record.flags.push(failure.flag);
@@ -362,19 +385,25 @@ async fn forward(
     }
 }
 
-/// Sends a copy of the request to a mirror and forgets the answer. Envoy appends
-/// `-shadow` to the authority of mirrored requests; so do we.
+/// Sends a copy of the request to `mirror` and forgets the answer: through the mirror's
+/// own cluster (its DestinationRule subset, load balancing and pool), without retries.
+/// Envoy appends `-shadow` to the authority of mirrored requests; so do we. A body too
+/// large to have been kept is not mirrored.
 fn mirror_request(
-    waypoint: &Waypoint,
+    waypoint: &Arc<Waypoint>,
     tunnel: &Tunnel,
-    host: &str,
-    subset: Option<String>,
-    port: Option<u16>,
+    config: &Arc<L7Config>,
+    mirror: &crate::route::MirrorTarget,
     parts: &Parts,
+    body: &RequestBody,
 ) {
+    let Some(copy) = body.copy() else {
+        tracing::debug!(host = %mirror.host, "request body too large to mirror");
+        return;
+    };
     let state = waypoint.state.snapshot();
-    let Some(service) = state.service_by_hostname(host).cloned() else {
-        tracing::debug!(%host, "mirror target is not a known service");
+    let Some(service) = state.service_by_hostname(&mirror.host).cloned() else {
+        tracing::debug!(host = %mirror.host, "mirror target is not a known service");
         return;
     };
     let mut parts = parts.clone();
@@ -384,31 +413,37 @@ fn mirror_request(
             parts.headers.insert(http::header::HOST, value);
         }
     }
-    let port = port.unwrap_or(tunnel.destination.port());
-    let upstreams = waypoint.upstreams.clone();
-    let version = parts.version;
+    let upstream = Upstream::Service {
+        service,
+        subset: mirror.subset.clone(),
+        port: mirror.port.unwrap_or(tunnel.destination.port()),
+    };
+    let (waypoint, config, source) = (waypoint.clone(), config.clone(), tunnel.source.clone());
     tokio::spawn(async move {
-        let endpoints = state.endpoints(&service.key());
-        let healthy: Vec<_> = endpoints.iter().filter(|w| w.healthy).collect();
-        if healthy.is_empty() {
-            return;
-        }
-        let _ = subset; // Mirrors go to any endpoint of the service.
-        let w = healthy[rand::rng().random_range(0..healthy.len())];
-        let Some(target_port) = service.target_port(w, port) else {
-            return;
+        let call = Call {
+            waypoint: &waypoint,
+            state: &state,
+            config: &config,
+            source: &source,
+            upstream,
+            retries: RetryPolicy {
+                attempts: 0,
+                ..RetryPolicy::istio_default()
+            },
+            per_try_timeout: None,
+            deadline: Some(tokio::time::Instant::now() + MIRROR_TIMEOUT),
         };
-        let target = crate::forward::Target {
-            addr: std::net::SocketAddr::new(w.addresses[0], target_port),
-            hbone: (w.protocol == dataplane::state::TunnelProtocol::Hbone)
-                .then(|| w.identity.clone()),
-        };
-        let request = Request::from_parts(parts, full(Vec::new()));
-        if let Err(e) = upstreams.send(&target, version, request).await {
-            tracing::debug!(error = %e, "mirrored request failed");
+        match call.send(parts, copy).await {
+            // Read the answer to its end so the connection can be reused.
+            Ok(answer) => drop(answer.response.into_body().collect().await),
+            Err(e) => tracing::debug!(detail = %e.detail, "mirrored request failed"),
         }
     });
 }
+
+/// Bound on a mirrored request (Envoy gives shadows the route's timeout; a mirror must
+/// never pile up behind a slow target).
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A reply from the waypoint itself, `text/plain`.
 pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {

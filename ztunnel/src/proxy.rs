@@ -353,6 +353,14 @@ impl PodProxies {
             );
             tasks.push(tokio::spawn(fut.instrument(span.clone())));
         }
+        // Renewed certificates are presented to new tunnels while the pod runs.
+        let refresh = dataplane::cert::refresh::keep_fresh(
+            server_tls,
+            context.inputs.certs.clone(),
+            dataplane::cert::refresh::CHECK_INTERVAL,
+            accepting.subscribe(),
+        );
+        tasks.push(tokio::spawn(refresh.instrument(span.clone())));
         info!(%pod, identity = %context.identity, "proxies started inside the pod");
         Ok(Self {
             context,

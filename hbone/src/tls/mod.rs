@@ -23,7 +23,7 @@ compile_error!("hbone needs a TLS backend: enable the `rustls` (default) or `bor
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -122,24 +122,59 @@ impl ClientTls {
 }
 
 /// Server-side TLS for one workload (or waypoint).
+/// The server certificate can be replaced while the server runs ([`ServerTls::replace`]):
+/// renewed certificates are presented to the handshakes that follow, without a restart.
 #[derive(Clone)]
 pub struct ServerTls {
-    inner: Arc<backend::Server>,
+    current: Arc<RwLock<Current>>,
+    identity: Identity,
+}
+
+struct Current {
+    server: Arc<backend::Server>,
+    cert: Arc<WorkloadCertificate>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("identity", self.inner.identity())
+            .field("identity", &self.identity)
             .finish()
     }
 }
 
 impl ServerTls {
     pub fn new(cert: Arc<WorkloadCertificate>) -> Result<Self, TlsError> {
+        let identity = cert.identity().clone();
+        let server = Arc::new(backend::Server::new(cert.clone())?);
         Ok(ServerTls {
-            inner: Arc::new(backend::Server::new(cert)?),
+            current: Arc::new(RwLock::new(Current { server, cert })),
+            identity,
         })
+    }
+
+    /// Presents `cert` (a renewal: same identity) from the next handshake on, on every
+    /// clone of this `ServerTls`. Established sessions keep theirs.
+    pub fn replace(&self, cert: Arc<WorkloadCertificate>) -> Result<(), TlsError> {
+        if cert.identity() != &self.identity {
+            return Err(TlsError::Config(format!(
+                "a certificate for {} cannot replace one for {}",
+                cert.identity(),
+                self.identity
+            )));
+        }
+        let server = Arc::new(backend::Server::new(cert.clone())?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Current { server, cert };
+        Ok(())
+    }
+
+    /// The certificate presented to new handshakes.
+    pub fn certificate(&self) -> Arc<WorkloadCertificate> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cert
+            .clone()
     }
 
     /// Handshakes over `io`; returns the stream and the verified client identity.
@@ -147,12 +182,18 @@ impl ServerTls {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (stream, peer) = self.inner.accept(ReadAhead::new(io)).await?;
+        let server = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .clone();
+        let (stream, peer) = server.accept(ReadAhead::new(io)).await?;
         Ok((TlsStream(stream), peer))
     }
 
     pub fn identity(&self) -> &Identity {
-        self.inner.identity()
+        &self.identity
     }
 }
 

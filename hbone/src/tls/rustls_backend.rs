@@ -146,10 +146,6 @@ impl Server {
         })
     }
 
-    pub(super) fn identity(&self) -> &Identity {
-        self.cert.identity()
-    }
-
     pub(super) async fn accept<IO>(&self, io: IO) -> Result<(Stream<IO>, Identity), TlsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,

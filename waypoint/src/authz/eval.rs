@@ -17,6 +17,8 @@ pub(crate) struct Facts<'a> {
     req: &'a Request<'a>,
     principal: Option<String>,
     authority: Option<&'a str>,
+    /// False for opaque TCP: the request has no HTTP attributes (see [`Http`]).
+    http: bool,
 }
 
 impl<'a> Facts<'a> {
@@ -25,6 +27,35 @@ impl<'a> Facts<'a> {
             req,
             principal: req.source.principal(),
             authority: context::authority(req.parts),
+            http: true,
+        }
+    }
+
+    /// An opaque TCP connection: `req.parts` is not looked at.
+    pub(crate) fn tcp(req: &'a Request<'a>) -> Self {
+        Facts {
+            authority: None,
+            http: false,
+            ..Facts::new(req)
+        }
+    }
+}
+
+/// How fields that only HTTP has (hosts, methods, paths, headers, request principals and
+/// JWT claims) match: on HTTP they are evaluated; on TCP, as Istio does, an ALLOW or
+/// AUDIT rule that uses one does not match, and a DENY or CUSTOM rule ignores it (so it
+/// denies more).
+#[derive(Clone, Copy)]
+enum Http {
+    Evaluate,
+    Fixed(bool),
+}
+
+impl Http {
+    fn field<T>(self, field: &super::compile::Field<T>, matches: impl Fn(&T) -> bool) -> bool {
+        match self {
+            Http::Fixed(outcome) if !(field.any.is_empty() && field.none.is_empty()) => outcome,
+            _ => field.holds(matches),
         }
     }
 }
@@ -32,30 +63,38 @@ impl<'a> Facts<'a> {
 impl CompiledPolicy {
     /// Whether any rule matches (a policy without rules matches nothing).
     pub(crate) fn matches(&self, facts: &Facts<'_>) -> bool {
-        self.rules.iter().any(|rule| rule.matches(facts))
+        let http = if facts.http {
+            Http::Evaluate
+        } else {
+            Http::Fixed(matches!(
+                self.action,
+                super::Action::Deny | super::Action::Custom
+            ))
+        };
+        self.rules.iter().any(|rule| rule.matches(facts, http))
     }
 }
 
 impl CompiledRule {
     /// Every present part matches; within a part, any entry.
-    fn matches(&self, facts: &Facts<'_>) -> bool {
-        (self.from.is_empty() || self.from.iter().any(|s| s.matches(facts)))
-            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(facts)))
-            && self.when.iter().all(|c| c.matches(facts))
+    fn matches(&self, facts: &Facts<'_>, http: Http) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches(facts, http)))
+            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(facts, http)))
+            && self.when.iter().all(|c| c.matches(facts, http))
     }
 }
 
 impl SourceMatch {
-    fn matches(&self, facts: &Facts<'_>) -> bool {
+    fn matches(&self, facts: &Facts<'_>, http: Http) -> bool {
         let source = facts.req.source;
         let principal = facts.principal.as_deref();
         let request_principal = facts.req.auth.map(|a| a.principal.as_str());
         let namespace = source.namespace();
         self.principals
             .holds(|m| principal.is_some_and(|p| m.matches(p)))
-            && self
-                .request_principals
-                .holds(|m| request_principal.is_some_and(|p| m.matches(p)))
+            && http.field(&self.request_principals, |m| {
+                request_principal.is_some_and(|p| m.matches(p))
+            })
             && self
                 .namespaces
                 .holds(|m| namespace.is_some_and(|ns| m.matches(ns)))
@@ -75,14 +114,14 @@ impl SourceMatch {
 }
 
 impl OperationMatch {
-    fn matches(&self, facts: &Facts<'_>) -> bool {
+    fn matches(&self, facts: &Facts<'_>, http: Http) -> bool {
         let parts = facts.req.parts;
         let port = facts.req.destination.port();
-        self.hosts
-            .holds(|h| facts.authority.is_some_and(|a| h.matches(a)))
-            && self.ports.holds(|p| *p == port)
-            && self.methods.holds(|m| m.matches(parts.method.as_str()))
-            && self.paths.holds(|p| p.matches(parts.uri.path()))
+        http.field(&self.hosts, |h| {
+            facts.authority.is_some_and(|a| h.matches(a))
+        }) && self.ports.holds(|p| *p == port)
+            && http.field(&self.methods, |m| m.matches(parts.method.as_str()))
+            && http.field(&self.paths, |p| p.matches(parts.uri.path()))
     }
 }
 
@@ -96,7 +135,18 @@ enum Values<'a> {
 }
 
 impl ConditionMatch {
-    fn matches(&self, facts: &Facts<'_>) -> bool {
+    fn matches(&self, facts: &Facts<'_>, http: Http) -> bool {
+        let http_only = matches!(
+            self.attribute,
+            Attribute::Header(_)
+                | Attribute::AuthPrincipal
+                | Attribute::AuthPresenter
+                | Attribute::AuthAudiences
+                | Attribute::AuthClaim(_)
+        );
+        if let (true, Http::Fixed(outcome)) = (http_only, http) {
+            return outcome;
+        }
         let values = self.attribute_values(facts);
         if let Values::Fixed(outcome) = values {
             return outcome;

@@ -2,6 +2,7 @@
 
 mod fields;
 mod order;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -82,6 +82,17 @@ impl RequestBody {
         }
     }
 
+    /// A second buffered body with the same bytes (for a mirror); `None` when streaming.
+    pub fn copy(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Buffered { data, trailers } => Some(RequestBody::Buffered {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            }),
+            RequestBody::Streaming { .. } => None,
+        }
+    }
+
     /// The body to send, consuming it.
     pub fn into_body(self) -> Body {
         match self {
@@ -138,12 +149,17 @@ impl HttpBody for Prefixed {
     }
 }
 
-/// A response body that counts its bytes and calls `on_end` with the count once it is
-/// over: read to its end, failed, or dropped by the client.
+/// What [`Metered`] calls once the body is over: with its byte count and its trailers
+/// (if it had some).
+type OnEnd = Box<dyn FnOnce(u64, Option<&HeaderMap>) + Send>;
+
+/// A response body that counts its bytes and calls `on_end` with the count (and the
+/// trailers) once it is over: read to its end, failed, or dropped by the client.
 pub struct Metered {
     inner: Body,
     bytes: u64,
-    on_end: Option<Box<dyn FnOnce(u64) + Send>>,
+    trailers: Option<HeaderMap>,
+    on_end: Option<OnEnd>,
 }
 
 impl std::fmt::Debug for Metered {
@@ -155,17 +171,18 @@ impl std::fmt::Debug for Metered {
 }
 
 impl Metered {
-    pub fn new(inner: Body, on_end: impl FnOnce(u64) + Send + 'static) -> Self {
+    pub fn new(inner: Body, on_end: impl FnOnce(u64, Option<&HeaderMap>) + Send + 'static) -> Self {
         Metered {
             inner,
             bytes: 0,
+            trailers: None,
             on_end: Some(Box::new(on_end)),
         }
     }
 
     fn finish(&mut self) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(self.bytes);
+            on_end(self.bytes, self.trailers.as_ref());
         }
     }
 }
@@ -189,12 +206,49 @@ impl HttpBody for Metered {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    self.trailers = Some(trailers.clone());
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
             Poll::Pending => {}
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `inner`, keeping `guard` alive until the body is dropped (a request's slot in its
+/// cluster's connection pool lasts as long as its response).
+pub fn guarded(inner: Body, guard: impl Send + 'static) -> Body {
+    Guarded {
+        inner,
+        _guard: Box::new(guard),
+    }
+    .boxed_unsync()
+}
+
+struct Guarded {
+    inner: Body,
+    _guard: Box<dyn Send>,
+}
+
+impl HttpBody for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

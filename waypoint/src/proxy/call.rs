@@ -44,6 +44,9 @@ pub struct Answer {
     pub addr: SocketAddr,
     /// A `Set-Cookie` to add (a generated consistent-hash cookie).
     pub set_cookie: Option<HeaderValue>,
+    /// The request's slot in the cluster's `http2MaxRequests`: hold it until the
+    /// response is over.
+    pub permit: upstream::RequestPermit,
 }
 
 /// Why there is no upstream response: the local reply and its response flag.
@@ -95,14 +98,8 @@ impl Call<'_> {
             .and_then(|rule| rule.traffic_policy(cluster_key.subset.as_deref(), cluster_key.port))
             .unwrap_or_default();
         let cluster = self.waypoint.clusters.get(&cluster_key, &policy, now);
-        let _permit = cluster.pool.try_request().map_err(|overflow| {
-            Failure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                upstream::Overflow::RESPONSE_FLAG,
-                overflow.to_string(),
-            )
-        })?;
+        // Active until the response body is over (the permit travels with the answer).
+        let permit = cluster.pool.try_request().map_err(overflowed)?;
         let hash = match cluster.load_balancer.policy() {
             LbPolicy::ConsistentHash(ch) => upstream::hash_key(&ch.key, &parts, self.source),
             _ => HashOutcome::Missing,
@@ -114,15 +111,29 @@ impl Call<'_> {
         let mut body = Some(body);
         let mut attempt = 0;
         let mut _retry_permit = None;
+        // Endpoints already tried, avoided by retries (`retryIgnorePreviousHosts`).
+        let mut tried: Vec<Arc<str>> = Vec::new();
         loop {
             let now = Instant::now();
             if let Some(outlier) = &cluster.outlier {
                 outlier.set_hosts(&endpoints);
             }
-            let healthy = match &cluster.outlier {
+            let mut healthy = match &cluster.outlier {
                 Some(outlier) => outlier.filter(&endpoints, now),
                 None => std::borrow::Cow::Borrowed(endpoints.as_slice()),
             };
+            if self.retries.retry_ignore_previous_hosts
+                && !tried.is_empty()
+                && healthy.iter().any(|e| !tried.contains(&e.uid))
+            {
+                healthy = std::borrow::Cow::Owned(
+                    healthy
+                        .iter()
+                        .filter(|e| !tried.contains(&e.uid))
+                        .cloned()
+                        .collect(),
+                );
+            }
             let pick = cluster
                 .load_balancer
                 .pick(&healthy, hash.hash(), &mut rand::rng());
@@ -164,7 +175,10 @@ impl Call<'_> {
                 },
             };
             let request = Request::from_parts(parts.clone(), this_body);
-            let outcome = self.attempt(&target, parts.version, request).await;
+            tried.push(Arc::from(endpoint.uid.as_str()));
+            let outcome = self
+                .attempt(&target, parts.version, request, &cluster.pool)
+                .await;
             let (attempt_outcome, outlier_outcome) = match &outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -189,6 +203,13 @@ impl Call<'_> {
                 Err(AttemptError::PerTryTimeout) => {
                     (AttemptOutcome::PerTryTimeout, Outcome::LocalOriginFailure)
                 }
+                Err(AttemptError::Upstream(UpstreamError::Overflow(overflow))) => {
+                    // Not the endpoint's fault, and never retried (as in Envoy).
+                    return Err(Failure {
+                        endpoint: Some((endpoint, addr)),
+                        ..overflowed(*overflow)
+                    });
+                }
                 Err(AttemptError::Deadline) => {
                     return Err(Failure {
                         endpoint: Some((endpoint, addr)),
@@ -202,6 +223,10 @@ impl Call<'_> {
                 }
             };
             if let Some(outlier) = &cluster.outlier {
+                if outcome.is_ok() {
+                    // The connection worked (resets the local-origin count when split).
+                    outlier.record(&endpoint.uid, Outcome::LocalOriginSuccess, Instant::now());
+                }
                 outlier.record(&endpoint.uid, outlier_outcome, Instant::now());
             }
             let retry = can_retry
@@ -216,9 +241,7 @@ impl Call<'_> {
                 };
             if retry {
                 attempt += 1;
-                if let Some(backoff) = self.retries.backoff {
-                    tokio::time::sleep(backoff).await;
-                }
+                tokio::time::sleep(backoff(self.retries.backoff, attempt)).await;
                 continue;
             }
             return match outcome {
@@ -227,6 +250,7 @@ impl Call<'_> {
                     endpoint,
                     addr,
                     set_cookie,
+                    permit,
                 }),
                 Err(e) => Err(Failure {
                     endpoint: Some((endpoint, addr)),
@@ -242,8 +266,9 @@ impl Call<'_> {
         target: &Target,
         version: Version,
         request: Request<crate::forward::Body>,
+        pool: &Arc<upstream::ConnectionPool>,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let send = self.waypoint.upstreams.send(target, version, request);
+        let send = self.waypoint.upstreams.send(target, version, request, pool);
         let per_try = async {
             match self.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, send)
@@ -339,6 +364,30 @@ impl Call<'_> {
     }
 }
 
+/// Envoy's wait before retry `n` (1-based): fully jittered exponential backoff from
+/// `base` (the route's `retries.backoff`, else Envoy's 25 ms), capped at 10 x base.
+fn backoff(base: Option<Duration>, n: u32) -> Duration {
+    use rand::Rng as _;
+    let base = base.unwrap_or(Duration::from_millis(25));
+    let ceiling = base
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(base.saturating_mul(10));
+    let millis = u64::try_from(ceiling.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+/// A connection pool limit was hit: 503 with flag `UO`.
+fn overflowed(overflow: upstream::Overflow) -> Failure {
+    Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        upstream::Overflow::RESPONSE_FLAG,
+        overflow.to_string(),
+    )
+}
+
 fn no_healthy(detail: String) -> Failure {
     Failure::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -357,13 +406,12 @@ fn describe(key: &ClusterKey) -> String {
 
 /// The `grpc-status` of a trailers-only gRPC response (in its headers).
 pub fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
-    response
-        .headers()
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    grpc_status_in(response.headers())
+}
+
+/// The `grpc-status` in response headers or trailers.
+pub fn grpc_status_in(headers: &http::HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 enum AttemptError {

@@ -30,6 +30,9 @@ pub struct RequestRecord {
     pub upstream_addr: Option<String>,
     pub route: Option<String>,
     pub status: u16,
+    /// A gRPC request (`content-type: application/grpc...`): Istio's `request_protocol`.
+    pub grpc: bool,
+    /// From the response headers (trailers-only) or its trailers.
     pub grpc_status: Option<String>,
     /// Envoy's response flags (`UO`, `UH`, `UF`, `UT`, `FI`, `DI`, `NC`), `-` for none.
     pub flags: Vec<&'static str>,
@@ -47,7 +50,7 @@ impl RequestRecord {
     }
 
     fn protocol(&self) -> &'static str {
-        if self.grpc_status.is_some() {
+        if self.grpc || self.grpc_status.is_some() {
             "grpc"
         } else {
             "http"

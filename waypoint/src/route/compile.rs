@@ -17,6 +17,7 @@ use super::redirect::{DirectResponse, Redirect};
 use super::retry::RetryPolicy;
 use super::rewrite::Rewrite;
 use super::table::{CompiledVirtualService, HostPattern, Rule};
+use crate::context::fqdn;
 use crate::problem::Problem;
 
 /// What compiling needs besides the VirtualService.
@@ -148,18 +149,6 @@ fn host_patterns(host: &str, ns: &str, suffix: &str) -> Vec<HostPattern> {
         vec![HostPattern::Exact(expanded)]
     } else {
         vec![HostPattern::Exact(host), HostPattern::Exact(expanded)]
-    }
-}
-
-/// Expands a short service name in namespace `ns`: `a` -> `a.ns.svc.S`, `a.b` ->
-/// `a.b.svc.S`, `a.b.svc` -> `a.b.svc.S`; anything else is kept.
-pub(super) fn fqdn(host: &str, ns: &str, suffix: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    match host.matches('.').count() {
-        0 => format!("{host}.{ns}.svc.{suffix}"),
-        1 => format!("{host}.svc.{suffix}"),
-        2 if host.ends_with(".svc") => format!("{host}.{suffix}"),
-        _ => host,
     }
 }
 

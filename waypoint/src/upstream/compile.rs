@@ -79,18 +79,15 @@ pub fn compile(
     })
 }
 
-/// Istio's `ResolveShortnameToFQDN`: wildcards and names with a dot stay as written;
-/// a short name gets `.<namespace>.svc.<suffix>`. Lower-cased.
+/// Wildcards stay as written; other hosts are read as VirtualService destinations are
+/// ([`crate::context::fqdn`]: `reviews`, `reviews.ns` and `reviews.ns.svc` all name
+/// `reviews.ns.svc.<suffix>`), so a route's destination always finds its rule.
 fn resolve_host(host: &str, namespace: &str, suffix: &str) -> Host {
     let host = host.to_ascii_lowercase();
     if let Some(rest) = host.strip_prefix('*') {
         return Host::Wildcard(rest.to_owned());
     }
-    if host.contains('.') {
-        Host::Exact(host)
-    } else {
-        Host::Exact(format!("{host}.{namespace}.svc.{suffix}"))
-    }
+    Host::Exact(crate::context::fqdn(&host, namespace, suffix))
 }
 
 struct Compiler<'a> {

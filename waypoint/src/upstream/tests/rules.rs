@@ -5,14 +5,24 @@ use std::time::Duration;
 use super::{arc, compiled, endpoint, try_compile};
 use crate::upstream::{DestinationRules, Host, LbPolicy, OutlierConfig, PoolLimits};
 
+/// Hosts read as VirtualService destinations are, so a route's destination always
+/// finds its rule (Istio itself expands only names without a dot).
 #[test]
-fn hosts_resolve_like_istio() {
+fn hosts_resolve_as_route_destinations() {
     let cases = [
         (
             "reviews",
             Host::Exact("reviews.bookinfo.svc.cluster.local".into()),
         ),
-        ("reviews.other", Host::Exact("reviews.other".into())),
+        (
+            "reviews.other",
+            Host::Exact("reviews.other.svc.cluster.local".into()),
+        ),
+        (
+            "reviews.other.svc",
+            Host::Exact("reviews.other.svc.cluster.local".into()),
+        ),
+        ("api.example.com", Host::Exact("api.example.com".into())),
         (
             "Reviews.Prod.svc.cluster.local",
             Host::Exact("reviews.prod.svc.cluster.local".into()),
