@@ -130,9 +130,24 @@ pub async fn serve(
     let certs: Arc<dyn CertificateSource> =
         Arc::new(CaClient::new(control_plane, CaClientConfig::default()));
     info!(%identity, "fetching the waypoint's certificate");
-    let cert = tokio::select! {
-        cert = certs.certificate(&identity) => cert.map_err(|e| format!("no certificate for {identity}: {e}"))?,
-        () = runtime::stopped(stop.clone()) => return Ok(()),
+    // The CA may not be reachable yet (the controller starting too): keep asking.
+    let mut delay = std::time::Duration::from_millis(200);
+    let cert = loop {
+        let fetched = tokio::select! {
+            cert = certs.certificate(&identity) => cert,
+            () = runtime::stopped(stop.clone()) => return Ok(()),
+        };
+        match fetched {
+            Ok(cert) => break cert,
+            Err(e) => {
+                tracing::warn!(%identity, error = %e, retry_in_ms = delay.as_millis() as u64, "no certificate yet");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = runtime::stopped(stop.clone()) => return Ok(()),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(15));
+            }
+        }
     };
     let server_tls = ServerTls::new(cert).map_err(|e| e.to_string())?;
     let dialer = CertDialer::new(NoDelayConnector, certs.clone());
@@ -161,6 +176,7 @@ pub async fn serve(
     let inbound = Inbound {
         waypoint,
         identity: inbound::Identity { addresses },
+        shutdown: stop.clone(),
     };
 
     let registry = Arc::new(registry);
@@ -238,14 +254,32 @@ pub async fn serve(
         dataplane::cert::refresh::CHECK_INTERVAL,
         stop.clone(),
     )));
-    let server = TunnelServer::new(ServerConfig::new(server_tls), inbound);
+    let connections = hbone::drain::Tracker::new();
+    let server =
+        TunnelServer::new(ServerConfig::new(server_tls), inbound).tracked(connections.clone());
     info!(name = %flags.name, namespace = %flags.namespace, %identity, hbone = %flags.hbone_address, "waypoint started");
     server.serve(hbone_listener, stop.clone()).await;
-    // GOAWAY was sent on every connection; give requests in flight a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Every tunnel connection got a GOAWAY and every HTTP connection inside a tunnel was
+    // told to close after its current request: wait for them, up to the drain deadline.
+    let deadline = drain_timeout();
+    info!(open = connections.active(), timeout_s = deadline.as_secs_f64(), "draining");
+    if tokio::time::timeout(deadline, connections.idle()).await.is_err() {
+        tracing::warn!(open = connections.active(), "connections still open at the drain deadline; closing them");
+    }
     for task in tasks {
         let _ = task.await;
     }
     info!("waypoint stopped");
     Ok(())
+}
+
+/// How long a stopping waypoint lets requests in flight finish: the pod's termination
+/// grace period minus a second (`TERMINATION_GRACE_PERIOD_SECONDS`, as ztunnel reads
+/// it), else 29 s.
+fn drain_timeout() -> std::time::Duration {
+    let grace = std::env::var("TERMINATION_GRACE_PERIOD_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 1.0);
+    std::time::Duration::from_secs_f64(grace.map_or(29.0, |s| s - 1.0))
 }

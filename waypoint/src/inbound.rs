@@ -14,6 +14,7 @@ use http::StatusCode;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::authz::Verdict;
@@ -46,6 +47,9 @@ impl Identity {
 pub struct Inbound {
     pub waypoint: Arc<Waypoint>,
     pub identity: Identity,
+    /// Turns true on shutdown: HTTP connections inside tunnels finish the request they
+    /// are on and close (HTTP/1.1 `connection: close`, HTTP/2 GOAWAY).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl StreamHandler for Inbound {
@@ -95,19 +99,35 @@ impl StreamHandler for Inbound {
                         }
                     }
                 });
-                http1::Builder::new()
+                let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .max_buf_size(MAX_HEADER_BYTES)
                     .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(io), service)
-                    .await
+                    .serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = stopped(&mut shutdown) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
             }
             Protocol::Http2 => {
-                http2::Builder::new(TokioExecutor::new())
+                let conn = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .max_header_list_size(MAX_HEADER_BYTES as u32)
-                    .serve_connection(TokioIo::new(io), service_fn(handle))
-                    .await
+                    .serve_connection(TokioIo::new(io), service_fn(handle));
+                tokio::pin!(conn);
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = stopped(&mut shutdown) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
             }
             Protocol::Tcp => {
                 self.tcp(&tunnel, io).await;
@@ -246,4 +266,9 @@ impl Inbound {
             Err(e) => info!(target: "access", dst = %upstream.1, error = %e, "TCP tunnel failed"),
         }
     }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
