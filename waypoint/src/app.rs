@@ -262,9 +262,19 @@ pub async fn serve(
     // Every tunnel connection got a GOAWAY and every HTTP connection inside a tunnel was
     // told to close after its current request: wait for them, up to the drain deadline.
     let deadline = drain_timeout();
-    info!(open = connections.active(), timeout_s = deadline.as_secs_f64(), "draining");
-    if tokio::time::timeout(deadline, connections.idle()).await.is_err() {
-        tracing::warn!(open = connections.active(), "connections still open at the drain deadline; closing them");
+    info!(
+        open = connections.active(),
+        timeout_s = deadline.as_secs_f64(),
+        "draining"
+    );
+    if tokio::time::timeout(deadline, connections.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.active(),
+            "connections still open at the drain deadline; closing them"
+        );
     }
     for task in tasks {
         let _ = task.await;
