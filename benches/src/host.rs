@@ -88,6 +88,32 @@ pub fn process_memory(pid: u32) -> Result<ProcessMemory> {
     })
 }
 
+/// CPU time process `pid` has used so far, every thread (exited ones included), user
+/// plus system, in seconds: `utime + stime` from `/proc/<pid>/stat` (clock-tick
+/// resolution, usually 10 ms).
+pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = stat_cpu_ticks(&stat).with_context(|| format!("parsing {path}"))?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .context("sysconf(_SC_CLK_TCK)")?;
+    Ok(ticks as f64 / per_second as f64)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) is in parentheses and may hold spaces, so fields are counted after its `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// A `/proc/<pid>/status` field in kB, e.g. `VmRSS:     5120 kB`.
 fn status_kib(status: &str, field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -106,5 +132,20 @@ mod tests {
         assert_eq!(status_kib(status, "VmSwap:"), None);
         let me = process_memory(std::process::id()).unwrap();
         assert!(me.rss_mib > 0.0 && me.hwm_mib >= me.rss_mib, "{me:?}");
+    }
+
+    #[test]
+    fn reads_cpu_time_from_proc_stat() {
+        let stat = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 120 0 0 0 \
+                    250 37 0 0 20 0 3 0 1000 123456 789 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some(287));
+        assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
+        let before = process_cpu_seconds(std::process::id()).unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(60) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = process_cpu_seconds(std::process::id()).unwrap();
+        assert!(after > before, "{before} -> {after}");
     }
 }

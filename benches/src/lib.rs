@@ -7,11 +7,14 @@
 //! the lab topology (real ztunnel processes, pods on two nodes) and [`node_report`] its
 //! output. For the controller benchmark, [`manifests`] writes mesh-sized manifest
 //! directories, [`xds_client`] subscribes as ztunnel does and [`controller_report`] is its
-//! output. The benchmark binaries under `benches/` wire them together.
+//! output. The waypoint benchmark uses [`waypoint_lab`] (the local mesh with a waypoint
+//! and an nginx pod), [`http_load`] (HTTP servers and a closed-loop client) and
+//! [`waypoint_report`]. The benchmark binaries under `benches/` wire them together.
 
 pub mod affinity;
 pub mod controller_report;
 pub mod host;
+pub mod http_load;
 pub mod knobs;
 pub mod load;
 pub mod manifests;
@@ -20,4 +23,6 @@ pub mod node_report;
 pub mod report;
 pub mod stats;
 pub mod topology;
+pub mod waypoint_lab;
+pub mod waypoint_report;
 pub mod xds_client;
