@@ -142,6 +142,24 @@ impl StreamHandler for Inbound {
 
 type Refusal = (StatusCode, &'static str);
 
+/// The client's IP: the tunnel's `forwarded: for=` (ztunnel tunnels for the pod, from the
+/// node's address) when that IP belongs to a workload running as the identity the tunnel
+/// proved, so a client cannot claim another workload's address for `ipBlocks` policies;
+/// else the tunnel's own peer address.
+fn client_ip(state: &WorkloadState, request: &hbone::InboundConnect) -> std::net::IpAddr {
+    let claimed = request.forwarded().and_then(|f| f.for_addr.ip());
+    match claimed {
+        Some(ip)
+            if state
+                .workload_by_ip(ip)
+                .is_some_and(|w| w.identity == request.peer_identity) =>
+        {
+            ip
+        }
+        _ => request.peer_addr.ip(),
+    }
+}
+
 impl Inbound {
     /// Who sent the tunnel and where it goes, if that target uses this waypoint.
     fn tunnel(&self, state: &WorkloadState, incoming: &IncomingConnect) -> Result<Tunnel, Refusal> {
@@ -176,10 +194,7 @@ impl Inbound {
                 "the target does not use this waypoint",
             ));
         }
-        let ip = request
-            .forwarded()
-            .and_then(|f| f.for_addr.ip())
-            .unwrap_or(request.peer_addr.ip());
+        let ip = client_ip(state, request);
         let source_workload = state.workload_by_ip(ip).cloned();
         let source = Source {
             identity: Some(request.peer_identity.clone()),
@@ -271,4 +286,69 @@ impl Inbound {
 /// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use dataplane::state::{TunnelProtocol, Workload};
+    use hbone::Identity;
+
+    use super::*;
+
+    fn pod(name: &str, ip: &str) -> Workload {
+        Workload {
+            uid: name.into(),
+            name: name.into(),
+            namespace: "shop".into(),
+            service_account: name.into(),
+            trust_domain: "cluster.local".into(),
+            node: "node-0".into(),
+            addresses: vec![ip.parse().unwrap()],
+            protocol: TunnelProtocol::Hbone,
+            workload_name: name.into(),
+            canonical_name: name.into(),
+            canonical_revision: "v1".into(),
+            services: BTreeMap::new(),
+            healthy: true,
+            authorization_policies: Vec::new(),
+            identity: Identity::new("cluster.local", "shop", name).unwrap(),
+            waypoint: None,
+            labels: Default::default(),
+        }
+    }
+
+    fn connect(peer: &str, forwarded: Option<&str>) -> hbone::InboundConnect {
+        let mut headers = http::HeaderMap::new();
+        if let Some(f) = forwarded {
+            headers.insert("forwarded", f.parse().unwrap());
+        }
+        hbone::InboundConnect {
+            peer_identity: Identity::new("cluster.local", "shop", peer).unwrap(),
+            peer_addr: "10.244.0.10:40000".parse().unwrap(),
+            authority: "10.96.0.30:9080".parse().unwrap(),
+            headers,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_address_is_believed_only_for_the_identity_that_runs_there() {
+        let state = WorkloadState::new(
+            vec![pod("client", "10.244.0.10"), pod("admin", "10.244.0.99")],
+            Vec::new(),
+        )
+        .unwrap();
+        let cases = [
+            ("client", Some(r#"for="10.244.0.10:5000""#), "10.244.0.10"),
+            ("client", Some(r#"for="10.244.0.99:5000""#), "10.244.0.10"),
+            ("admin", Some(r#"for="10.244.0.99:5000""#), "10.244.0.99"),
+            ("client", Some(r#"for="192.0.2.1:5000""#), "10.244.0.10"),
+            ("client", None, "10.244.0.10"),
+        ];
+        for (peer, forwarded, want) in cases {
+            let ip = client_ip(&state, &connect(peer, forwarded));
+            assert_eq!(ip.to_string(), want, "{peer} claiming {forwarded:?}");
+        }
+    }
 }
