@@ -10,6 +10,11 @@
 //! Labels are Istio's standard set ([`RequestLabels`]); what the waypoint does not know is
 //! `unknown`. Served with the process's other metrics on `0.0.0.0:15020`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use dataplane::state::Workload;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -82,14 +87,49 @@ impl Default for RequestLabels {
     }
 }
 
-/// The metric families, registered once.
+/// The metric families, registered once. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RequestLabels, Histogram>,
     request_bytes: Family<RequestLabels, Histogram>,
     response_bytes: Family<RequestLabels, Histogram>,
+    /// The four series of each label set seen recently, by a key much cheaper to build
+    /// and hash than the 25 labels (see [`RequestMetrics::record_cached`]).
+    series: Arc<Mutex<HashMap<SeriesKey, Arc<Series>>>>,
 }
+
+/// What decides a request's label set, as cheap values: the source and upstream
+/// workloads by allocation (each remembered key holds its workloads' allocations), the
+/// principal, service,
+/// response code, gRPC status, flags and protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub source: usize,
+    pub upstream: usize,
+    pub principal: Option<String>,
+    pub service: Option<String>,
+    pub status: u16,
+    pub grpc_status: Option<String>,
+    pub flags: Vec<&'static str>,
+    pub grpc: bool,
+}
+
+#[derive(Debug)]
+struct Series {
+    /// The workloads the key's addresses are: held (weakly: the allocation, not the
+    /// workload) so that no other workload can be allocated at those addresses while
+    /// the key is remembered.
+    _workloads: [Option<Weak<Workload>>; 2],
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Label sets remembered at most; beyond it the memory is dropped and rebuilt (the
+/// series themselves stay in the families).
+const MAX_CACHED_SERIES: usize = 4096;
 
 fn duration_buckets() -> Histogram {
     // Istio's default buckets for request durations (ms).
@@ -112,6 +152,7 @@ impl RequestMetrics {
             duration: Family::new_with_constructor(duration_buckets),
             request_bytes: Family::new_with_constructor(size_buckets),
             response_bytes: Family::new_with_constructor(size_buckets),
+            series: Arc::default(),
         };
         // prometheus-client adds `_total` to counters.
         let istio = registry.sub_registry_with_prefix("istio");
@@ -132,6 +173,44 @@ impl RequestMetrics {
             metrics.response_bytes.clone(),
         );
         metrics
+    }
+
+    /// Counts one request whose labels `labels()` would build, finding its series by
+    /// `key` (the labels are built only the first time a key is seen).
+    pub fn record_cached(
+        &self,
+        key: SeriesKey,
+        workloads: [Option<&Arc<Workload>>; 2],
+        labels: impl FnOnce() -> RequestLabels,
+        millis: f64,
+        request: u64,
+        response: u64,
+    ) {
+        let series = {
+            let mut cache = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&key) {
+                Some(series) => series.clone(),
+                None => {
+                    if cache.len() >= MAX_CACHED_SERIES {
+                        cache.clear();
+                    }
+                    let labels = labels();
+                    let series = Arc::new(Series {
+                        _workloads: workloads.map(|w| w.map(Arc::downgrade)),
+                        requests: self.requests.get_or_create(&labels).clone(),
+                        duration: self.duration.get_or_create(&labels).clone(),
+                        request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+                        response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+                    });
+                    cache.insert(key, series.clone());
+                    series
+                }
+            }
+        };
+        series.requests.inc();
+        series.duration.observe(millis);
+        series.request_bytes.observe(request as f64);
+        series.response_bytes.observe(response as f64);
     }
 
     /// Counts one request.
@@ -183,5 +262,45 @@ mod tests {
         let bucket = line("istio_request_duration_milliseconds_bucket{");
         assert!(bucket.contains(r#"le="0.5""#), "{bucket}");
         assert!(line("istio_response_bytes_sum{").ends_with(" 2000.0"));
+    }
+
+    #[test]
+    fn cached_series_build_their_labels_once_per_key() {
+        let mut registry = Registry::default();
+        let metrics = RequestMetrics::register(&mut registry);
+        let key = |status| SeriesKey {
+            source: 0,
+            upstream: 0,
+            principal: None,
+            service: Some("reviews.shop.svc.cluster.local".into()),
+            status,
+            grpc_status: None,
+            flags: Vec::new(),
+            grpc: false,
+        };
+        let built = std::cell::Cell::new(0);
+        let labels = |code: &str| {
+            built.set(built.get() + 1);
+            RequestLabels {
+                response_code: code.into(),
+                ..RequestLabels::default()
+            }
+        };
+        metrics.record_cached(key(200), [None, None], || labels("200"), 1.0, 0, 0);
+        metrics.record_cached(key(200), [None, None], || labels("200"), 1.0, 0, 0);
+        metrics.record_cached(key(503), [None, None], || labels("503"), 1.0, 0, 0);
+        assert_eq!(built.get(), 2, "labels built once per key");
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        let total = |code: &str| {
+            out.lines()
+                .find(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("response_code=\"{code}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(total("200").as_deref(), Some("2"), "{out}");
+        assert_eq!(total("503").as_deref(), Some("1"), "{out}");
     }
 }

@@ -8,7 +8,7 @@ use dataplane::state::Workload;
 use http::Version;
 use tracing::info;
 
-use crate::metrics::{RequestLabels, RequestMetrics, UNKNOWN};
+use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, UNKNOWN};
 
 /// What is known about a request as it goes through the waypoint.
 #[derive(Debug, Clone)]
@@ -97,7 +97,27 @@ impl RequestRecord {
     /// response body carried.
     pub fn finish(&self, metrics: &RequestMetrics, response_bytes: u64) {
         let millis = self.started.elapsed().as_secs_f64() * 1000.0;
-        metrics.record(&self.labels(), millis, self.request_bytes, response_bytes);
+        let key = SeriesKey {
+            source: self.source.as_ref().map_or(0, |w| Arc::as_ptr(w) as usize),
+            upstream: self
+                .upstream
+                .as_ref()
+                .map_or(0, |w| Arc::as_ptr(w) as usize),
+            principal: self.source_principal.clone(),
+            service: self.service.as_ref().map(|s| s.0.clone()),
+            status: self.status,
+            grpc_status: self.grpc_status.clone(),
+            flags: self.flags.clone(),
+            grpc: self.grpc,
+        };
+        metrics.record_cached(
+            key,
+            [self.source.as_ref(), self.upstream.as_ref()],
+            || self.labels(),
+            millis,
+            self.request_bytes,
+            response_bytes,
+        );
         let version = match self.version {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
