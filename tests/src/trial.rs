@@ -2,6 +2,7 @@
 //! own 2-worker tokio runtime, bounded, with the error chain as the failure message.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libtest_mimic::Trial;
@@ -42,4 +43,31 @@ pub fn mesh_main(binary: &str, trials: impl FnOnce() -> Vec<Trial>) -> std::proc
         return std::process::ExitCode::FAILURE;
     }
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials()).exit_code()
+}
+
+/// A trial's scratch directory, `$TMPDIR/PREFIX-PID-NAME`: emptied when made, removed
+/// when dropped unless `LAB_MESH_KEEP` is set (then its path is printed).
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str, name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        Scratch(root)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LAB_MESH_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

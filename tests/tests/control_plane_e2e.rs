@@ -121,31 +121,17 @@ where
     lab::trial::trial(name, TRIAL_BOUND, test)
 }
 
-/// A scratch directory, removed on drop unless `LAB_MESH_KEEP` is set.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::env::var_os("LAB_MESH_KEEP").is_some() {
-            eprintln!("kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// A running local mesh on its own manifest directory.
 struct Env {
     cluster: Cluster,
     manifests: PathBuf,
-    _scratch: Scratch,
+    _scratch: lab::trial::Scratch,
 }
 
 impl Env {
     async fn start(name: &str) -> Result<Env> {
-        let root = std::env::temp_dir().join(format!("cp-e2e-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let scratch = Scratch(root.clone());
+        let scratch = lab::trial::Scratch::new("cp-e2e", name);
+        let root = scratch.path().to_owned();
         let manifests = root.join("manifests");
         std::fs::create_dir_all(&manifests)?;
         write(&manifests, "base.yaml", BASE)?;

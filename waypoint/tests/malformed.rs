@@ -28,20 +28,6 @@ const MANIFESTS: &str = r#"
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
-spec:
-  clusterIP: 10.96.0.30
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080, targetPort: HTTP1_PORT}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: shop, labels: {app: reviews, version: v1}}
-spec: {nodeName: node-0, containers: [{name: app, image: reviews}]}
-status: {podIP: 127.0.0.11}
----
-apiVersion: v1
-kind: Service
 metadata: {name: greeter, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
 spec:
   clusterIP: 10.96.0.31
@@ -113,10 +99,10 @@ async fn start() -> (Running, Backends) {
     http2_backend(greeters.remove(0), "v2");
     let (tcp_port, mut echo) = listeners(&["127.0.0.15"]).await;
     echo_backend(echo.remove(0));
-    let manifests = MANIFESTS
-        .replace("HTTP1_PORT", &http1_port.to_string())
-        .replace("HTTP2_PORT", &http2_port.to_string())
-        .replace("TCP_PORT", &tcp_port.to_string());
+    let manifests = common::reviews(http1_port, &["v1"])
+        + &MANIFESTS
+            .replace("HTTP2_PORT", &http2_port.to_string())
+            .replace("TCP_PORT", &tcp_port.to_string());
     let mesh = common::start(&format!("{MESH}{manifests}")).await;
     eventually("reviews through the waypoint", || async {
         matches!(mesh.get("/ready", &[]).await, Ok((200, body, _)) if body == "v1 /ready")

@@ -18,26 +18,6 @@ use tokio::net::TcpListener;
 
 const MANIFESTS: &str = r#"
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
-spec:
-  clusterIP: 10.96.0.30
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080, targetPort: PORT}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: shop, labels: {app: reviews, version: v1}}
-spec: {nodeName: node-0, containers: [{name: app, image: reviews}]}
-status: {podIP: 127.0.0.11}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v2, namespace: shop, labels: {app: reviews, version: v2}}
-spec: {nodeName: node-0, containers: [{name: app, image: reviews}]}
-status: {podIP: 127.0.0.12}
----
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
@@ -112,7 +92,7 @@ async fn start(delay: Duration) -> (Running, Received, Received) {
     let (port, mut bound) = listeners(&["127.0.0.11", "127.0.0.12"]).await;
     let v1 = slow_backend(bound.remove(0), "v1", delay);
     let v2 = slow_backend(bound.remove(0), "v2", Duration::ZERO);
-    let manifests = MANIFESTS.replace("targetPort: PORT", &format!("targetPort: {port}"));
+    let manifests = format!("{}{MANIFESTS}", common::reviews(port, &["v1", "v2"]));
     (common::start(&format!("{MESH}{manifests}")).await, v1, v2)
 }
 

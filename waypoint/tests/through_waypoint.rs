@@ -14,26 +14,6 @@ use common::{MESH, Running, backend, eventually, listeners};
 /// harness's [`MESH`] (the waypoint and the client pod whose identity the test presents).
 const MANIFESTS: &str = r#"
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
-spec:
-  clusterIP: 10.96.0.30
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080, targetPort: PORT}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: shop, labels: {app: reviews, version: v1}}
-spec: {nodeName: node-0, containers: [{name: app, image: reviews}]}
-status: {podIP: 127.0.0.11}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v2, namespace: shop, labels: {app: reviews, version: v2}}
-spec: {nodeName: node-0, containers: [{name: app, image: reviews}]}
-status: {podIP: 127.0.0.12}
----
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
@@ -71,7 +51,7 @@ async fn start() -> Running {
     let (port, mut bound) = listeners(&["127.0.0.11", "127.0.0.12"]).await;
     backend(bound.remove(0), "v1");
     backend(bound.remove(0), "v2");
-    let manifests = MANIFESTS.replace("targetPort: PORT", &format!("targetPort: {port}"));
+    let manifests = format!("{}{MANIFESTS}", common::reviews(port, &["v1", "v2"]));
     common::start(&format!("{MESH}{manifests}")).await
 }
 

@@ -37,6 +37,36 @@ pub const REVIEWS: &str = "10.96.0.30:9080";
 
 /// The mesh around the services under test: the `shop` namespace, its waypoint (pod
 /// 127.0.0.10) and the client pod (127.0.0.20) whose identity the test presents.
+/// The `reviews` Service (VIP [`REVIEWS`], behind the waypoint; its pods listen on
+/// `target_port`) and one pod per version (`v1` at 127.0.0.11, `v2` at 127.0.0.12, ...).
+pub fn reviews(target_port: u16, versions: &[&str]) -> String {
+    let mut out = format!(
+        "
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: shop, labels: {{istio.io/use-waypoint: waypoint}}}}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080, targetPort: {target_port}}}]
+"
+    );
+    for (i, version) in versions.iter().enumerate() {
+        out.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reviews-{version}, namespace: shop, labels: {{app: reviews, version: {version}}}}}
+spec: {{nodeName: node-0, containers: [{{name: app, image: reviews}}]}}
+status: {{podIP: 127.0.0.{}}}
+",
+            11 + i
+        ));
+    }
+    out
+}
+
 pub const MESH: &str = r#"
 apiVersion: v1
 kind: Namespace
