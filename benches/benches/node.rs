@@ -21,7 +21,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use benches::affinity::OneCpu;
 use benches::host::loadavg;
 use benches::node::{NodeConfig, NodeLab};
@@ -92,36 +92,10 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
-    // A ztunnel or node agent of the lab: this binary re-executed.
-    if let Some(code) = lab::mesh::dispatch() {
-        return code;
-    }
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("node benchmark: skipped (run it with `cargo bench -p benches --bench node`)");
-        return ExitCode::SUCCESS;
-    }
-    // First, while the process has one thread: the lab's privileges.
-    let sandbox = match lab::sandbox::enter() {
-        Ok(mode) => format!("{mode:?}"),
-        Err(e) => {
-            eprintln!("node benchmark: cannot set up the lab sandbox: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(sandbox) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("node benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benches::lab_main::lab_main("node", run)
 }
 
 fn run(sandbox: String) -> Result<()> {
-    if cfg!(debug_assertions) {
-        bail!("debug build: benchmark numbers would be meaningless; use `cargo bench`");
-    }
     let plan = Plan::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.workers)

@@ -21,7 +21,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use benches::host::loadavg;
 use benches::http_load::{self, Proto, Window};
 use benches::waypoint_lab::{self, CpuSample, ProxyConfig, WaypointLab, bench_path};
@@ -76,36 +76,10 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
-    // A ztunnel, node agent, controller or waypoint of the lab: this binary re-executed.
-    if let Some(code) = lab::mesh::dispatch() {
-        return code;
-    }
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "waypoint benchmark: skipped (run it with `cargo bench -p benches --bench waypoint`)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let sandbox = match lab::sandbox::enter() {
-        Ok(mode) => format!("{mode:?}"),
-        Err(e) => {
-            eprintln!("waypoint benchmark: cannot set up the lab sandbox: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(sandbox) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("waypoint benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benches::lab_main::lab_main("waypoint", run)
 }
 
 fn run(sandbox: String) -> Result<()> {
-    if cfg!(debug_assertions) {
-        bail!("debug build: benchmark numbers would be meaningless; use `cargo bench`");
-    }
     let plan = Plan::from_env()?;
     let nginx = waypoint_lab::find_nginx()?;
     let nginx_version = nginx_version(&nginx)?;

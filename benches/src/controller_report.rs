@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes};
+use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes, quick_note};
 use crate::stats::{Summary, ratio};
 
 /// What is measured, per mesh size and run.
@@ -245,11 +245,7 @@ pub fn markdown(meta: &Metadata, results: &Results, targets: &[Target]) -> Strin
         meta.run.nproc,
         meta.runs,
         meta.changes_per_run,
-        if meta.quick {
-            " **BENCH_QUICK smoke run.**"
-        } else {
-            ""
-        },
+        quick_note(meta.quick),
     );
     if let [Some(before), Some(after)] = meta.loadavg_before_after {
         let _ = writeln!(

@@ -9,13 +9,15 @@
 //! directories, [`xds_client`] subscribes as ztunnel does and [`controller_report`] is its
 //! output. The waypoint benchmark uses [`waypoint_lab`] (the local mesh with a waypoint
 //! and an nginx pod), [`http_load`] (HTTP servers and a closed-loop client) and
-//! [`waypoint_report`]. The benchmark binaries under `benches/` wire them together.
+//! [`waypoint_report`]. The benchmark binaries under `benches/` wire them together; the lab ones start
+//! through [`lab_main`].
 
 pub mod affinity;
 pub mod controller_report;
 pub mod host;
 pub mod http_load;
 pub mod knobs;
+pub mod lab_main;
 pub mod load;
 pub mod manifests;
 pub mod node;

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::node::{Memory, NodeConfig};
-use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes};
+use crate::report::{
+    RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes, quick_note, write_loadavg,
+};
 use crate::stats::{Summary, ratio};
 
 /// What is measured for both configurations.
@@ -305,19 +307,9 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
         log = meta.ztunnel_log_level,
         workers = meta.runtime_worker_threads,
         runs = meta.runs,
-        quick = if meta.quick {
-            " **BENCH_QUICK smoke run.**"
-        } else {
-            ""
-        },
+        quick = quick_note(meta.quick),
     );
-    if let [Some(before), Some(after)] = meta.loadavg_before_after {
-        let _ = writeln!(
-            md,
-            "1-minute load average before/after: {before:.2}/{after:.2} (other work on the \
-             machine skews every figure).\n"
-        );
-    }
+    write_loadavg(&mut md, meta.loadavg_before_after);
     let _ = writeln!(md, "Sizes: {}", meta.sizes);
     if let Some(low) = results.achieved_rates.iter().copied().reduce(f64::min) {
         let _ = writeln!(

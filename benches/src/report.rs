@@ -214,13 +214,7 @@ pub fn markdown(meta: &Metadata, rows: &[Row], targets: &[Target]) -> String {
         workers = meta.runtime_worker_threads,
         runs = meta.runs,
     );
-    if let [Some(before), Some(after)] = meta.loadavg_before_after {
-        let _ = writeln!(
-            md,
-            "1-minute load average before/after: {before:.2}/{after:.2} (other work on the \
-             machine skews every figure).\n"
-        );
-    }
+    write_loadavg(&mut md, meta.loadavg_before_after);
     let _ = writeln!(
         md,
         "Sizes: bulk {} MiB one way on one connection; latency {} warm-up + {} round trips of \
@@ -232,11 +226,7 @@ pub fn markdown(meta: &Metadata, rows: &[Row], targets: &[Target]) -> String {
         meta.new_tunnel_connections,
         meta.new_tunnel_concurrency,
         meta.message_bytes,
-        if meta.quick {
-            " **BENCH_QUICK smoke run.**"
-        } else {
-            ""
-        },
+        quick_note(meta.quick),
     );
     md.push_str("| figure | config | median | spread (min–max) | vs direct | vs tls-relay |\n");
     md.push_str("|---|---|---:|---:|---:|---:|\n");
@@ -370,6 +360,26 @@ pub fn utc_timestamp(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The Markdown marker of a `BENCH_QUICK` run (empty otherwise).
+pub fn quick_note(quick: bool) -> &'static str {
+    if quick {
+        " **BENCH_QUICK smoke run.**"
+    } else {
+        ""
+    }
+}
+
+/// The load-average line of a report, when both readings were taken.
+pub fn write_loadavg(md: &mut String, before_after: [Option<f64>; 2]) {
+    if let [Some(before), Some(after)] = before_after {
+        let _ = writeln!(
+            md,
+            "1-minute load average before/after: {before:.2}/{after:.2} (other work on the \
+             machine skews every figure).\n"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::host::ProcessMemory;
 use crate::http_load::Proto;
 use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes};
+use crate::report::{quick_note, write_loadavg};
 use crate::stats::{Summary, ratio};
 use crate::waypoint_lab::ProxyConfig;
 
@@ -334,19 +335,9 @@ pub fn markdown(meta: &WpMetadata, results: &WpResults) -> String {
         log = meta.log_level,
         workers = meta.runtime_worker_threads,
         runs = meta.runs,
-        quick = if meta.quick {
-            " **BENCH_QUICK smoke run.**"
-        } else {
-            ""
-        },
+        quick = quick_note(meta.quick),
     );
-    if let [Some(before), Some(after)] = meta.loadavg_before_after {
-        let _ = writeln!(
-            md,
-            "1-minute load average before/after: {before:.2}/{after:.2} (other work on the \
-             machine skews every figure).\n"
-        );
-    }
+    write_loadavg(&mut md, meta.loadavg_before_after);
     let _ = writeln!(md, "Load: {}\n", meta.load);
     md.push_str(&table(results));
     md.push_str(

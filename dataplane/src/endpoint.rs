@@ -66,7 +66,7 @@ pub async fn serve_http<H>(
     what: &'static str,
     listener: TcpListener,
     handler: H,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
 {
@@ -89,7 +89,7 @@ pub async fn serve_http<H>(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stopped(&mut shutdown) => break,
+            () = runtime::stopped(shutdown.clone()) => break,
         }
     }
     drop(listener);
@@ -112,7 +112,7 @@ async fn connection<H>(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
 {
@@ -127,7 +127,7 @@ async fn connection<H>(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = stopped(&mut shutdown) => {
+        () = runtime::stopped(shutdown.clone()) => {
             // Finishes the response in progress (a /quitquitquit's "OK"), then closes.
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -136,9 +136,4 @@ async fn connection<H>(
     if let Err(error) = result {
         debug!(endpoint = what, %peer, %error, "connection ended");
     }
-}
-
-/// Resolves once `rx` says stop (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }

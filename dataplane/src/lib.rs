@@ -3,7 +3,7 @@
 //! plane: one TLS channel ([`control_plane`]), delta xDS ([`xds`]) and certificates
 //! ([`ca_client`] over the [`cert`] facade); the HBONE [`dialer`] presenting those
 //! certificates; the HTTP [`endpoint`] server of their admin, readiness and metrics
-//! ports. ztunnel and the waypoint each wire these into their own proxies.
+//! ports; Istio's metric labels ([`telemetry`]). ztunnel and the waypoint each wire these into their own proxies.
 
 pub mod ca_client;
 pub mod cert;
@@ -12,4 +12,5 @@ pub mod dialer;
 pub mod endpoint;
 pub mod rbac;
 pub mod state;
+pub mod telemetry;
 pub mod xds;

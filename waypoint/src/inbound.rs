@@ -105,10 +105,9 @@ impl StreamHandler for Inbound {
                     .header_read_timeout(Duration::from_secs(30))
                     .serve_connection(TokioIo::new(io), service);
                 tokio::pin!(conn);
-                let mut shutdown = self.shutdown.clone();
                 tokio::select! {
                     result = conn.as_mut() => result,
-                    () = stopped(&mut shutdown) => {
+                    () = runtime::stopped(self.shutdown.clone()) => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
@@ -120,10 +119,9 @@ impl StreamHandler for Inbound {
                     .max_header_list_size(MAX_HEADER_BYTES as u32)
                     .serve_connection(TokioIo::new(io), service_fn(handle));
                 tokio::pin!(conn);
-                let mut shutdown = self.shutdown.clone();
                 tokio::select! {
                     result = conn.as_mut() => result,
-                    () = stopped(&mut shutdown) => {
+                    () = runtime::stopped(self.shutdown.clone()) => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
@@ -281,11 +279,6 @@ impl Inbound {
             Err(e) => info!(target: "access", dst = %upstream.1, error = %e, "TCP tunnel failed"),
         }
     }
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

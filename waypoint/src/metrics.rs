@@ -21,68 +21,50 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Any label value the waypoint does not know.
-pub const UNKNOWN: &str = "unknown";
+use dataplane::telemetry::TrafficLabels;
+pub use dataplane::telemetry::UNKNOWN;
 
-/// Istio's standard labels of the request metrics.
+/// Istio's standard labels of the request metrics: the connection labels ztunnel uses
+/// too, plus the response's status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub reporter: String,
-    pub source_workload: String,
-    pub source_canonical_service: String,
-    pub source_canonical_revision: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_cluster: String,
-    pub destination_service: String,
-    pub destination_service_namespace: String,
-    pub destination_service_name: String,
-    pub destination_workload: String,
-    pub destination_canonical_service: String,
-    pub destination_canonical_revision: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_cluster: String,
-    pub request_protocol: String,
+    #[prometheus(flatten)]
+    pub traffic: TrafficLabels,
     pub response_code: String,
     pub grpc_response_status: String,
-    pub response_flags: String,
-    pub connection_security_policy: String,
 }
 
 impl Default for RequestLabels {
     fn default() -> Self {
         let u = || UNKNOWN.to_owned();
         RequestLabels {
-            reporter: "waypoint".to_owned(),
-            source_workload: u(),
-            source_canonical_service: u(),
-            source_canonical_revision: u(),
-            source_workload_namespace: u(),
-            source_principal: u(),
-            source_app: u(),
-            source_version: u(),
-            source_cluster: u(),
-            destination_service: u(),
-            destination_service_namespace: u(),
-            destination_service_name: u(),
-            destination_workload: u(),
-            destination_canonical_service: u(),
-            destination_canonical_revision: u(),
-            destination_workload_namespace: u(),
-            destination_principal: u(),
-            destination_app: u(),
-            destination_version: u(),
-            destination_cluster: u(),
-            request_protocol: "http".to_owned(),
+            traffic: TrafficLabels {
+                reporter: "waypoint".to_owned(),
+                source_workload: u(),
+                source_canonical_service: u(),
+                source_canonical_revision: u(),
+                source_workload_namespace: u(),
+                source_principal: u(),
+                source_app: u(),
+                source_version: u(),
+                source_cluster: u(),
+                destination_service: u(),
+                destination_service_namespace: u(),
+                destination_service_name: u(),
+                destination_workload: u(),
+                destination_canonical_service: u(),
+                destination_canonical_revision: u(),
+                destination_workload_namespace: u(),
+                destination_principal: u(),
+                destination_app: u(),
+                destination_version: u(),
+                destination_cluster: u(),
+                request_protocol: "http".to_owned(),
+                response_flags: "-".to_owned(),
+                connection_security_policy: "mutual_tls".to_owned(),
+            },
             response_code: "0".to_owned(),
             grpc_response_status: String::new(),
-            response_flags: "-".to_owned(),
-            connection_security_policy: "mutual_tls".to_owned(),
         }
     }
 }
@@ -212,18 +194,6 @@ impl RequestMetrics {
         series.request_bytes.observe(request as f64);
         series.response_bytes.observe(response as f64);
     }
-
-    /// Counts one request.
-    pub fn record(&self, labels: &RequestLabels, millis: f64, request: u64, response: u64) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response as f64);
-    }
 }
 
 #[cfg(test)]
@@ -236,14 +206,31 @@ mod tests {
     fn requests_are_exposed_with_istios_names_and_labels() {
         let mut registry = Registry::default();
         let metrics = RequestMetrics::register(&mut registry);
-        let labels = RequestLabels {
-            destination_service: "reviews.bookinfo.svc.cluster.local".into(),
+        let mut labels = RequestLabels {
             response_code: "503".into(),
-            response_flags: "UO".into(),
             ..RequestLabels::default()
         };
-        metrics.record(&labels, 12.0, 10, 2_000);
-        metrics.record(&labels, 700.0, 0, 0);
+        labels.traffic.destination_service = "reviews.bookinfo.svc.cluster.local".into();
+        labels.traffic.response_flags = "UO".into();
+        let key = SeriesKey {
+            source: 0,
+            upstream: 0,
+            principal: None,
+            service: None,
+            status: 503,
+            grpc_status: None,
+            flags: vec!["UO"],
+            grpc: false,
+        };
+        metrics.record_cached(
+            key.clone(),
+            [None, None],
+            || labels.clone(),
+            12.0,
+            10,
+            2_000,
+        );
+        metrics.record_cached(key, [None, None], || labels.clone(), 700.0, 0, 0);
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();
         let line = |prefix: &str| {

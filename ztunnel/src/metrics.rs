@@ -71,36 +71,7 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:15020";
 pub const PATHS: [&str; 2] = ["/metrics", "/stats/prometheus"];
 /// What the page is: OpenMetrics text, which Prometheus asks for and reads.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Any label value ztunnel does not know.
-pub const UNKNOWN: &str = "unknown";
-
-/// Istio's standard labels of the TCP metrics, in Istio's order.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TrafficLabels {
-    pub reporter: String,
-    pub source_workload: String,
-    pub source_canonical_service: String,
-    pub source_canonical_revision: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub source_app: String,
-    pub source_version: String,
-    pub source_cluster: String,
-    pub destination_service: String,
-    pub destination_service_namespace: String,
-    pub destination_service_name: String,
-    pub destination_workload: String,
-    pub destination_canonical_service: String,
-    pub destination_canonical_revision: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_app: String,
-    pub destination_version: String,
-    pub destination_cluster: String,
-    pub request_protocol: String,
-    pub response_flags: String,
-    pub connection_security_policy: String,
-}
+pub use dataplane::telemetry::{TrafficLabels, UNKNOWN, cluster_id, value};
 
 /// One side's labels.
 struct Side {
@@ -138,24 +109,16 @@ impl Side {
     }
 }
 
-/// The cluster a workload belongs to, from its uid (`CLUSTER//KIND/NAMESPACE/NAME`, as
-/// the workload API forms it); `None` when the uid has another form.
-pub fn cluster_id(workload: &Workload) -> Option<&str> {
-    workload
-        .uid
-        .split_once("//")
-        .map(|(cluster, _)| cluster)
-        .filter(|c| !c.is_empty())
-}
-
-/// `v`, or [`UNKNOWN`] when missing or empty.
-fn value(v: Option<&str>) -> String {
-    v.filter(|v| !v.is_empty()).unwrap_or(UNKNOWN).to_owned()
-}
-
-impl TrafficLabels {
+/// [`TrafficLabels`] of a connection, as ztunnel's access log describes it.
+pub trait ConnectionLabels: Sized {
     /// The labels of the connection `log` describes, as it stands.
-    pub fn of(log: &ConnectionLog) -> Self {
+    fn of(log: &ConnectionLog) -> Self;
+    /// The same labels without a response flag: how an open is counted.
+    fn at_open(self) -> Self;
+}
+
+impl ConnectionLabels for TrafficLabels {
+    fn of(log: &ConnectionLog) -> Self {
         let src = Side::of(&log.src, false);
         let dst = Side::of(&log.dst, true);
         TrafficLabels {
@@ -197,7 +160,6 @@ impl TrafficLabels {
         }
     }
 
-    /// The same labels without a response flag: how an open is counted.
     fn at_open(mut self) -> Self {
         self.response_flags = "-".to_owned();
         self

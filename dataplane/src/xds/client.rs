@@ -109,7 +109,7 @@ impl XdsClient {
             );
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = stopped(&mut shutdown) => return,
+                () = runtime::stopped(shutdown.clone()) => return,
             }
             delay = (delay * 2).min(backoff.max);
         }
@@ -137,7 +137,7 @@ impl XdsClient {
             opened = client.delta_aggregated_resources(request) => {
                 opened.map_err(|e| XdsError::Open(Box::new(e)))?.into_inner()
             }
-            () = stopped(shutdown) => return Ok(()),
+            () = runtime::stopped(shutdown.clone()) => return Ok(()),
         };
         self.status.send_modify(|s| s.connected = true);
         info!(controller = self.control_plane.address(), "xds stream open");
@@ -146,12 +146,12 @@ impl XdsClient {
                 next = responses.message() => next
                     .map_err(|e| XdsError::Stream(Box::new(e)))?
                     .ok_or(XdsError::Closed)?,
-                () = stopped(shutdown) => return Ok(()),
+                () = runtime::stopped(shutdown.clone()) => return Ok(()),
             };
             let reply = self.handle(response, delay);
             tokio::select! {
                 sent = requests.send(reply) => sent.map_err(|_| XdsError::Closed)?,
-                () = stopped(shutdown) => return Ok(()),
+                () = runtime::stopped(shutdown.clone()) => return Ok(()),
             }
         }
     }
@@ -258,9 +258,4 @@ impl XdsClient {
     fn extra_mut(&mut self, type_url: &str) -> Option<&mut Box<dyn ExtraType>> {
         self.extra.iter_mut().find(|e| e.type_url() == type_url)
     }
-}
-
-/// Resolves once `rx` says stop (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }

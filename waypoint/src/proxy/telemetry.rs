@@ -8,6 +8,8 @@ use dataplane::state::Workload;
 use http::Version;
 use tracing::info;
 
+use dataplane::telemetry::{TrafficLabels, value};
+
 use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, UNKNOWN};
 
 /// What is known about a request as it goes through the waypoint.
@@ -58,38 +60,40 @@ impl RequestRecord {
     }
 
     pub fn labels(&self) -> RequestLabels {
-        let value = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNKNOWN).to_owned();
         let src = self.source.as_deref();
         let dst = self.upstream.as_deref();
         let label = |w: Option<&Workload>, key: &str| {
             value(w.and_then(|w| w.labels.get(key).map(String::as_str)))
         };
+        let defaults = RequestLabels::default();
         RequestLabels {
-            source_workload: value(src.map(|w| w.workload_name.as_str())),
-            source_canonical_service: value(src.map(|w| w.canonical_name.as_str())),
-            source_canonical_revision: value(src.map(|w| w.canonical_revision.as_str())),
-            source_workload_namespace: value(src.map(|w| w.namespace.as_str())),
-            source_principal: value(self.source_principal.as_deref()),
-            source_app: label(src, "app"),
-            source_version: label(src, "version"),
-            source_cluster: UNKNOWN.to_owned(),
-            destination_service: value(self.service.as_ref().map(|s| s.0.as_str())),
-            destination_service_name: value(self.service.as_ref().map(|s| s.1.as_str())),
-            destination_service_namespace: value(self.service.as_ref().map(|s| s.2.as_str())),
-            destination_workload: value(dst.map(|w| w.workload_name.as_str())),
-            destination_canonical_service: value(dst.map(|w| w.canonical_name.as_str())),
-            destination_canonical_revision: value(dst.map(|w| w.canonical_revision.as_str())),
-            destination_workload_namespace: value(dst.map(|w| w.namespace.as_str())),
-            destination_principal: dst
-                .map_or_else(|| UNKNOWN.to_owned(), |w| w.identity.to_string()),
-            destination_app: label(dst, "app"),
-            destination_version: label(dst, "version"),
-            destination_cluster: UNKNOWN.to_owned(),
-            request_protocol: self.protocol().to_owned(),
+            traffic: TrafficLabels {
+                source_workload: value(src.map(|w| w.workload_name.as_str())),
+                source_canonical_service: value(src.map(|w| w.canonical_name.as_str())),
+                source_canonical_revision: value(src.map(|w| w.canonical_revision.as_str())),
+                source_workload_namespace: value(src.map(|w| w.namespace.as_str())),
+                source_principal: value(self.source_principal.as_deref()),
+                source_app: label(src, "app"),
+                source_version: label(src, "version"),
+                source_cluster: UNKNOWN.to_owned(),
+                destination_service: value(self.service.as_ref().map(|s| s.0.as_str())),
+                destination_service_name: value(self.service.as_ref().map(|s| s.1.as_str())),
+                destination_service_namespace: value(self.service.as_ref().map(|s| s.2.as_str())),
+                destination_workload: value(dst.map(|w| w.workload_name.as_str())),
+                destination_canonical_service: value(dst.map(|w| w.canonical_name.as_str())),
+                destination_canonical_revision: value(dst.map(|w| w.canonical_revision.as_str())),
+                destination_workload_namespace: value(dst.map(|w| w.namespace.as_str())),
+                destination_principal: dst
+                    .map_or_else(|| UNKNOWN.to_owned(), |w| w.identity.to_string()),
+                destination_app: label(dst, "app"),
+                destination_version: label(dst, "version"),
+                destination_cluster: UNKNOWN.to_owned(),
+                request_protocol: self.protocol().to_owned(),
+                response_flags: self.flags(),
+                ..defaults.traffic
+            },
             response_code: self.status.to_string(),
             grpc_response_status: self.grpc_status.clone().unwrap_or_default(),
-            response_flags: self.flags(),
-            ..RequestLabels::default()
         }
     }
 
