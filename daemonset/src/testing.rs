@@ -124,6 +124,7 @@ pub struct LogCapture {
 
 impl LogCapture {
     pub fn start() -> Self {
+        runtime::scoped_logs_see_every_callsite();
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = SharedBuf(buf.clone());
         let subscriber = tracing_subscriber::fmt()

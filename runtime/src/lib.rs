@@ -237,6 +237,18 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// For tests that capture logs with a per-thread (scoped) subscriber: call it first.
+///
+/// `tracing` caches, per callsite and process-wide, whether anyone listens. While exactly
+/// one dispatcher exists it asks only the *current thread's* default, so a callsite first
+/// reached by another test's thread (with no subscriber) is cached as "never" for every
+/// thread, and the capture misses it. A second dispatcher kept alive for the life of the
+/// process makes `tracing` ask every live dispatcher instead.
+pub fn scoped_logs_see_every_callsite() {
+    static SILENT: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SILENT.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ impl io::Write for Captured {
 
 /// `log`'s line as ztunnel writes it in `format` (the same layer as the process's).
 fn line(log: &ConnectionLog, format: runtime::LogFormat) -> String {
+    runtime::scoped_logs_see_every_callsite();
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::registry().with(runtime::format_layer(

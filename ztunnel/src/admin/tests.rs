@@ -553,6 +553,7 @@ async fn logging_shows_and_changes_the_filter_at_runtime() {
 
     // This test's own subscriber, the filter under the handle the endpoint gets; the
     // current-thread runtime keeps the server on this thread, under the same default.
+    runtime::scoped_logs_see_every_callsite();
     let (layer, filter) = runtime::LogFilter::new("info").unwrap();
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let f = fixture().await;
