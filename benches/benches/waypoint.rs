@@ -266,14 +266,22 @@ async fn one_run(
             }
         }
     }
-    check_logs(lab, &sent, run)
+    check_logs(lab, &sent, run).await
 }
+
+/// How long the proxies' logs may take to show a run's last requests.
+const LOGS_SETTLE: Duration = Duration::from_secs(5);
 
 /// The proxies' own logs account for every request: the waypoint logged each waypoint
 /// request and none of the mesh path's, nginx logged each nginx request; neither
 /// complained.
-fn check_logs(lab: &WaypointLab, sent: &[u64; 3], run: usize) -> Result<()> {
+async fn check_logs(lab: &WaypointLab, sent: &[u64; 3], run: usize) -> Result<()> {
     let waypoint_sent = sent[ProxyConfig::Waypoint as usize];
+    // Access lines are written in batches, a moment after the requests.
+    lab::eventually::wait_for(LOGS_SETTLE, || {
+        lab.waypoint_requests(ProxyConfig::Waypoint) as u64 >= waypoint_sent
+    })
+    .await;
     let logged = lab.waypoint_requests(ProxyConfig::Waypoint) as u64;
     ensure!(
         logged >= waypoint_sent,

@@ -568,11 +568,15 @@ impl WaypointLab {
                 }
             }
         }
-        let log = self.waypoint_log();
-        let through = log
-            .lines()
-            .filter(|l| l.contains("path=/verify/default"))
-            .count();
+        let through = || {
+            self.waypoint_log()
+                .lines()
+                .filter(|l| l.contains("path=/verify/default"))
+                .count()
+        };
+        // Access lines are written in batches, a moment after the requests.
+        lab::eventually::wait_for(SETTLE, || through() >= 2).await;
+        let (through, log) = (through(), self.waypoint_log());
         ensure!(
             through >= 2,
             "the waypoint logged {through} of the 2 /verify/default requests:\n{log}"

@@ -15,6 +15,10 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
+mod stderr;
+
+pub use stderr::{ACCESS_TARGET, FLUSH_AFTER, FLUSH_AT_BYTES, Line, LogWriter, flush_logs};
+
 /// Returns the allocator's free memory to the system (glibc's `malloc_trim`): free memory
 /// at the top of each heap and unused whole pages inside them. glibc otherwise keeps what
 /// bursts of short-lived allocations freed, so a process's RSS stays at its busiest.
@@ -53,7 +57,8 @@ pub enum LogFormat {
     FlatJson,
 }
 
-/// Logs to stderr, coloured only on a terminal (log files and collectors get plain text).
+/// Logs to stderr, coloured only on a terminal (log files and collectors get plain text);
+/// access lines are written in batches ([`LogWriter`]), everything else at once.
 /// `filter` overrides `RUST_LOG`, which defaults to `info`; an invalid `filter` is an
 /// error. A second call (tests running an app twice in one process) keeps the first.
 /// The filter can be read and replaced later through [`log_filter`].
@@ -76,7 +81,7 @@ pub fn init_logging_as(filter: Option<&str>, format: LogFormat) -> Result<(), St
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let installed = tracing_subscriber::registry()
         .with(filter_layer)
-        .with(format_layer(format, std::io::stderr, ansi))
+        .with(format_layer(format, stderr::process_writer(), ansi))
         .try_init()
         .is_ok();
     if installed {
@@ -205,13 +210,15 @@ pub fn block_on(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let code = match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    flush_logs();
+    code
 }
 
 /// A channel that turns true at the first SIGTERM or SIGINT (logged). Must be called

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use hbone::Identity;
 use lab::cluster::{Cluster, ClusterConfig};
-use lab::eventually::until;
+use lab::eventually::{until, wait_for};
 use lab::{Pod, assert_eventually};
 use libtest_mimic::Trial;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -436,7 +436,10 @@ async fn controller_restart() -> Result<()> {
             .with_context(|| format!("connection {i} with the controller down"))?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ensure!(env.tunnelled(1, "client", addr), "not over HBONE");
+    ensure!(
+        wait_for(IO_BOUND, || env.tunnelled(1, "client", addr)).await,
+        "not over HBONE"
+    );
 
     // An edit made while the controller is down reaches the proxies once it is back.
     env.write("deny.yaml", DENY_CLIENT)?;

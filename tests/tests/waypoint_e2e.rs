@@ -22,7 +22,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use lab::Pod;
 use lab::cluster::{Cluster, ClusterConfig};
-use lab::eventually::until;
+use lab::eventually::{until, wait_for};
 use libtest_mimic::Trial;
 
 const TRIAL_BOUND: Duration = Duration::from_secs(240);
@@ -404,14 +404,18 @@ async fn canary_and_header_routing() -> Result<()> {
     );
     eprintln!("canary split: {counts:?}");
     // The path really went through the waypoint, with the client's identity.
-    let log = waypoint_log(&env.cluster);
-    let lines = log
-        .lines()
-        .filter(|l| {
-            l.contains("request")
-                && l.contains(r#"src_identity="spiffe://cluster.local/ns/shop/sa/client""#)
-        })
-        .count();
+    // (Access lines are written in batches, a moment after the requests.)
+    let logged = || {
+        waypoint_log(&env.cluster)
+            .lines()
+            .filter(|l| {
+                l.contains("request")
+                    && l.contains(r#"src_identity="spiffe://cluster.local/ns/shop/sa/client""#)
+            })
+            .count()
+    };
+    wait_for(IO_BOUND, || logged() >= 2000).await;
+    let lines = logged();
     ensure!(
         lines >= 2000,
         "the waypoint logged {lines} requests from the client"
@@ -801,11 +805,11 @@ async fn trace_headers() -> Result<()> {
         uuid,
         "the waypoint did not add a UUID v4 x-request-id: {id:?}"
     );
-    let log = waypoint_log(&env.cluster);
-    ensure!(
-        log.contains(&format!("request_id={id}")),
-        "the access line does not carry {id}"
-    );
+    let logged = wait_for(IO_BOUND, || {
+        waypoint_log(&env.cluster).contains(&format!("request_id={id}"))
+    })
+    .await;
+    ensure!(logged, "the access line does not carry {id}");
     let seen = ask(vec![("x-request-id", "my-own-id")]).await?;
     ensure!(
         seen["x-request-id"] == "my-own-id",

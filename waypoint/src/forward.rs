@@ -229,6 +229,7 @@ impl Upstreams {
         target: &Target,
         permit: ConnectionPermit,
     ) -> Result<Http1Connection, UpstreamError> {
+        self.prune();
         let io = self.open(target).await?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| connect(target, e))?;
         tokio::spawn(async move {
@@ -258,6 +259,7 @@ impl Upstreams {
             }
         }
         let mut permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
+        self.prune();
         let io = self.open(target).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
@@ -278,6 +280,41 @@ impl Upstreams {
             },
         );
         Ok(sender)
+    }
+
+    /// Forgets what can no longer serve a request: closed connections, endpoints (per
+    /// cluster) with none left, and hand-back wake-ups nobody waits for. Run before each
+    /// new connection, so the maps stay as large as what is in use however many
+    /// endpoints and DestinationRule versions come and go.
+    fn prune(&self) {
+        self.lock_http1().retain(|_, conns| {
+            conns.retain(|c| !c.sender.is_closed());
+            !conns.is_empty()
+        });
+        let mut http2 = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
+        http2.retain(|_, conn| !conn.sender.is_closed());
+        drop(http2);
+        // A waiter holds its own clone; one without is re-created on demand (and a waiter
+        // looks at the idle connections after it starts listening, so no hand-back is lost).
+        let mut freed = self.inner.freed.lock().unwrap_or_else(|e| e.into_inner());
+        freed.retain(|_, notify| Arc::strong_count(notify) > 1);
+    }
+
+    /// How many keys each map holds (HTTP/1.1, HTTP/2, wake-ups), for tests.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize, usize) {
+        let http2 = self.inner.http2.lock().unwrap().len();
+        let freed = self.inner.freed.lock().unwrap().len();
+        (self.lock_http1().len(), http2, freed)
+    }
+
+    /// Whether every HTTP/1.1 connection kept for reuse has closed, for tests.
+    #[cfg(test)]
+    fn all_http1_closed(&self) -> bool {
+        self.lock_http1()
+            .values()
+            .flatten()
+            .all(|c| c.sender.is_closed())
     }
 
     /// A byte stream to the endpoint: an HBONE tunnel, or a TCP connection.
@@ -412,3 +449,6 @@ impl tokio::io::AsyncWrite for Stream {
         delegate!(self, s => s.poll_shutdown(cx))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -104,4 +104,13 @@ async fn requests_are_routed_authorized_and_faulted_by_the_waypoint() {
         "{v1}"
     );
     assert!(v1.contains("reporter=\"waypoint\""), "{v1}");
+    // The same workload labels ztunnel reports: canonical service and revision, and the
+    // cluster of the workload's uid (the client here is no workload of the mesh).
+    for label in [
+        "destination_app=\"reviews\"",
+        "destination_canonical_revision=\"v1\"",
+        "destination_cluster=\"Kubernetes\"",
+    ] {
+        assert!(v1.contains(label), "{label} missing in {v1}");
+    }
 }

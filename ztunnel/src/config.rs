@@ -40,9 +40,10 @@ usage: ztunnel --xds-address ADDR --root-cert FILE --token-file FILE --node-name
   --metrics-address ADDR
                         metrics: GET /metrics or /stats/prometheus, Istio's TCP metrics and
                         ztunnel's gauges (default 0.0.0.0:15020)                    [ZTUNNEL_METRICS_ADDRESS]
-  --drain-timeout SECS  after SIGTERM, how long connections in flight may run before the
-                        rest are closed (default: TERMINATION_GRACE_PERIOD_SECONDS minus 1,
-                        29 without it; may be fractional, e.g. 0.5)                [ZTUNNEL_DRAIN_TIMEOUT]
+  --drain-timeout DUR   after SIGTERM, how long connections in flight may run before the
+                        rest are closed: seconds (20, 0.5) or a duration (10s, 1m30s)
+                        (default: TERMINATION_GRACE_PERIOD_SECONDS minus 1 s, 29 s
+                        without it)                                                [ZTUNNEL_DRAIN_TIMEOUT]
   --max-inbound-connections N
                         concurrent inbound connections per pod, HBONE CONNECT streams (15008)
                         and plaintext (15006) together; beyond it a CONNECT gets 503 and a
@@ -145,12 +146,15 @@ fn limit(flag: &'static str, value: Option<String>, default: usize) -> Result<us
         })
 }
 
-fn parse_seconds(value: &str) -> Result<Duration, ConfigError> {
-    value
-        .trim()
+/// `--drain-timeout`: seconds (`20`, `0.5`) or a Go-style duration (`10s`, `1m30s`), as
+/// Istio's own flags take them.
+fn parse_drain_timeout(value: &str) -> Result<Duration, ConfigError> {
+    let trimmed = value.trim();
+    trimmed
         .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .or_else(|| api::config::duration::parse_duration(trimmed).ok())
         .ok_or_else(|| ConfigError::DrainTimeout(value.to_owned()))
 }
 
@@ -176,7 +180,9 @@ pub enum ConfigError {
         "--admin-address {0} is a wildcard address: the admin endpoint can stop ztunnel, so give a specific one such as 127.0.0.1:15000"
     )]
     WildcardAdmin(SocketAddr),
-    #[error("--drain-timeout must be a number of seconds such as 20 or 0.5, not {0:?}")]
+    #[error(
+        "--drain-timeout must be seconds such as 20 or 0.5, or a duration such as 10s or 1m30s, not {0:?}"
+    )]
     DrainTimeout(String),
     #[error("TERMINATION_GRACE_PERIOD_SECONDS must be a whole number of seconds, not {0:?}")]
     GracePeriod(String),
@@ -301,7 +307,7 @@ impl Config {
             DEFAULT_METRICS_ADDRESS,
         )?;
         let drain_timeout = match drain_timeout {
-            Some(v) => parse_seconds(&v)?,
+            Some(v) => parse_drain_timeout(&v)?,
             None => default_drain_timeout(env("TERMINATION_GRACE_PERIOD_SECONDS").as_deref())?,
         };
         let limits = LimitsConfig {
@@ -572,8 +578,22 @@ mod tests {
         );
         assert_eq!(
             drain(&["--drain-timeout", "10s"], &none),
-            Err(ConfigError::DrainTimeout("10s".into()))
+            Ok(Duration::from_secs(10))
         );
+        assert_eq!(
+            drain(&["--drain-timeout", "1m30s"], &none),
+            Ok(Duration::from_secs(90))
+        );
+        assert_eq!(
+            drain(&["--drain-timeout", "250ms"], &none),
+            Ok(Duration::from_millis(250))
+        );
+        for bad in ["10 parsecs", "-5s", "soon"] {
+            assert_eq!(
+                drain(&["--drain-timeout", bad], &none),
+                Err(ConfigError::DrainTimeout(bad.into()))
+            );
+        }
         let bad = |k: &str| (k == "TERMINATION_GRACE_PERIOD_SECONDS").then(|| "soon".to_owned());
         assert_eq!(
             drain(&[], &bad),

@@ -31,7 +31,7 @@
 
 pub mod authorization_policy;
 pub mod destination_rule;
-mod duration;
+pub mod duration;
 pub mod gateway;
 pub mod networking;
 pub mod peer_authentication;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::eventually::until;
+use crate::eventually::{until, wait_for};
 
 const NS: &str = "bookinfo";
 const CLIENT: &str = "curl";
@@ -20,6 +20,8 @@ const RATINGS: &str = "http://ratings:9080/ratings/0";
 const EXEC_BOUND: Duration = Duration::from_secs(15);
 /// How long a policy edit may take to reach the proxies.
 const PROPAGATION: Duration = Duration::from_secs(10);
+/// How long the proxies' access lines may take to appear (they are written in batches).
+const LOGGED: Duration = Duration::from_secs(5);
 /// Text only the apps' responses carry: it must never cross the wire readable.
 const SECRETS: [&str; 2] = ["The Comedy of Errors", "Reviewer1"];
 
@@ -110,18 +112,24 @@ async fn walk(cluster: &Cluster, manifests: &Path) -> Result<()> {
     // checked in the waypoint's own log.
     for (src, dst) in [("curl", "productpage"), ("bookinfo-reviews", "ratings")] {
         let src = format!("src.identity=spiffe://cluster.local/ns/{NS}/sa/{src}");
-        let logged =
-            cluster.ztunnel_logged(|l| l.contains("inbound connection closed") && l.contains(&src));
+        let logged = wait_for(LOGGED, || {
+            cluster.ztunnel_logged(|l| l.contains("inbound connection closed") && l.contains(&src))
+        })
+        .await;
         ensure!(logged, "no ztunnel logged a tunnel from {src} (to {dst})");
         println!("      {dst} received {src}");
     }
     let productpage =
         format!("src_identity=\"spiffe://cluster.local/ns/{NS}/sa/bookinfo-productpage\"");
     let to_reviews = "dst_service=\"reviews.bookinfo.svc.cluster.local\"";
-    ensure!(
+    let logged = wait_for(LOGGED, || {
         waypoint_log(cluster)
             .lines()
-            .any(|l| l.contains(&productpage) && l.contains(to_reviews)),
+            .any(|l| l.contains(&productpage) && l.contains(to_reviews))
+    })
+    .await;
+    ensure!(
+        logged,
         "the waypoint logged no request from productpage to reviews"
     );
     println!("      reviews' waypoint received {productpage}");

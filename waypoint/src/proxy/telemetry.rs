@@ -8,7 +8,7 @@ use dataplane::state::Workload;
 use http::Version;
 use tracing::info;
 
-use dataplane::telemetry::{TrafficLabels, value};
+use dataplane::telemetry::{TrafficLabels, cluster_id, value};
 
 use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, UNKNOWN};
 
@@ -62,9 +62,9 @@ impl RequestRecord {
     pub fn labels(&self) -> RequestLabels {
         let src = self.source.as_deref();
         let dst = self.upstream.as_deref();
-        let label = |w: Option<&Workload>, key: &str| {
-            value(w.and_then(|w| w.labels.get(key).map(String::as_str)))
-        };
+        // As ztunnel reports them: `*_app` and `*_version` are the canonical service and
+        // revision, `*_cluster` the cluster in the workload's uid.
+        let cluster = |w: Option<&Workload>| value(w.and_then(cluster_id));
         let defaults = RequestLabels::default();
         RequestLabels {
             traffic: TrafficLabels {
@@ -73,9 +73,9 @@ impl RequestRecord {
                 source_canonical_revision: value(src.map(|w| w.canonical_revision.as_str())),
                 source_workload_namespace: value(src.map(|w| w.namespace.as_str())),
                 source_principal: value(self.source_principal.as_deref()),
-                source_app: label(src, "app"),
-                source_version: label(src, "version"),
-                source_cluster: UNKNOWN.to_owned(),
+                source_app: value(src.map(|w| w.canonical_name.as_str())),
+                source_version: value(src.map(|w| w.canonical_revision.as_str())),
+                source_cluster: cluster(src),
                 destination_service: value(self.service.as_ref().map(|s| s.0.as_str())),
                 destination_service_name: value(self.service.as_ref().map(|s| s.1.as_str())),
                 destination_service_namespace: value(self.service.as_ref().map(|s| s.2.as_str())),
@@ -85,9 +85,9 @@ impl RequestRecord {
                 destination_workload_namespace: value(dst.map(|w| w.namespace.as_str())),
                 destination_principal: dst
                     .map_or_else(|| UNKNOWN.to_owned(), |w| w.identity.to_string()),
-                destination_app: label(dst, "app"),
-                destination_version: label(dst, "version"),
-                destination_cluster: UNKNOWN.to_owned(),
+                destination_app: value(dst.map(|w| w.canonical_name.as_str())),
+                destination_version: value(dst.map(|w| w.canonical_revision.as_str())),
+                destination_cluster: cluster(dst),
                 request_protocol: self.protocol().to_owned(),
                 response_flags: self.flags(),
                 ..defaults.traffic
