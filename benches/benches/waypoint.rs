@@ -380,7 +380,9 @@ fn metadata(
             "Per-core figure: requests completed in the window / CPU time (utime + stime \
              from /proc/PID/stat, 10 ms ticks) the proxy process used over the same window. \
              nginx runs as one process (master_process off, worker_processes 1); the \
-             waypoint runs its default 2 worker threads. Everything (load generator, HTTP \
+             waypoint runs its defaults: a main thread (control plane, accept loop) and 2 \
+             worker threads, each with its own event loop, over which the tunnel \
+             connections from node 0's ztunnel are spread. Everything (load generator, HTTP \
              servers, controller, ztunnels, waypoint, nginx, kernel forwarding) shares the \
              machine's CPUs, so requests/s is bounded by the whole path's CPU; requests per \
              proxy CPU-second is the fair comparison of the two proxies. 'All proxies on \

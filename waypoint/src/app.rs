@@ -31,6 +31,7 @@ use crate::jwt::{HttpFetcher, JwksCache};
 use crate::metrics::RequestMetrics;
 use crate::proxy::Waypoint;
 use crate::upstream::Clusters;
+use crate::workers::Workers;
 use crate::xds::L7Subscription;
 
 pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
@@ -51,7 +52,9 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
         runtime::LogFormat::Text
     };
     let _ = runtime::init_logging_as(None, format);
-    runtime::block_on(Some(flags.worker_threads), run(flags))
+    // This thread: the control plane and the accept loop; requests are served by the
+    // worker threads (`--worker-threads`, crate::workers).
+    runtime::block_on(Some(1), run(flags))
 }
 
 async fn run(flags: Flags) -> Result<(), String> {
@@ -150,21 +153,8 @@ pub async fn serve(
         }
     };
     let server_tls = ServerTls::new(cert).map_err(|e| e.to_string())?;
-    let dialer = CertDialer::new(NoDelayConnector, certs.clone());
-    let pool = Pool::new(hbone::PoolConfig::default(), Arc::new(dialer));
     let mut registry = Registry::default();
     let metrics = RequestMetrics::register(&mut registry);
-    let waypoint = Arc::new(Waypoint {
-        binding: Binding {
-            root_namespace: flags.root_namespace.clone(),
-            ..Binding::new(&flags.namespace, &flags.name)
-        },
-        state,
-        config: config.clone(),
-        clusters: Clusters::new(),
-        upstreams: Upstreams::new(pool, identity.clone()),
-        metrics,
-    });
     let mut addresses = vec![WaypointAddress::Service(ServiceKey {
         namespace: flags.namespace.clone(),
         hostname: format!(
@@ -173,11 +163,36 @@ pub async fn serve(
         ),
     })];
     addresses.extend(flags.pod_ip.map(WaypointAddress::Ip));
-    let inbound = Inbound {
-        waypoint,
-        identity: inbound::Identity { addresses },
-        shutdown: stop.clone(),
-    };
+    // One server per worker thread: everything shared but the upstream HBONE pool, which
+    // each worker keeps to itself so that its requests never leave its thread.
+    let clusters = Arc::new(Clusters::new());
+    let servers = (0..flags.worker_threads)
+        .map(|_| {
+            let dialer = CertDialer::new(NoDelayConnector, certs.clone());
+            let pool = Pool::new(hbone::PoolConfig::default(), Arc::new(dialer));
+            let waypoint = Arc::new(Waypoint {
+                binding: Binding {
+                    root_namespace: flags.root_namespace.clone(),
+                    ..Binding::new(&flags.namespace, &flags.name)
+                },
+                state: state.clone(),
+                config: config.clone(),
+                clusters: clusters.clone(),
+                upstreams: Upstreams::new(pool, identity.clone()),
+                metrics: metrics.clone(),
+            });
+            let inbound = Inbound {
+                waypoint,
+                identity: inbound::Identity {
+                    addresses: addresses.clone(),
+                },
+                shutdown: stop.clone(),
+            };
+            TunnelServer::new(ServerConfig::new(server_tls.clone()), inbound)
+        })
+        .collect();
+    let connections = hbone::drain::Tracker::new();
+    let workers = Workers::start(servers, &connections, &stop, &mut registry)?;
 
     let registry = Arc::new(registry);
     tasks.push(tokio::spawn(serve_http(
@@ -254,11 +269,8 @@ pub async fn serve(
         dataplane::cert::refresh::CHECK_INTERVAL,
         stop.clone(),
     )));
-    let connections = hbone::drain::Tracker::new();
-    let server =
-        TunnelServer::new(ServerConfig::new(server_tls), inbound).tracked(connections.clone());
-    info!(name = %flags.name, namespace = %flags.namespace, %identity, hbone = %flags.hbone_address, "waypoint started");
-    server.serve(hbone_listener, stop.clone()).await;
+    info!(name = %flags.name, namespace = %flags.namespace, %identity, hbone = %flags.hbone_address, workers = flags.worker_threads, "waypoint started");
+    workers.accept(hbone_listener, stop.clone()).await;
     // Every tunnel connection got a GOAWAY and every HTTP connection inside a tunnel was
     // told to close after its current request: wait for them, up to the drain deadline.
     let deadline = drain_timeout();
@@ -276,6 +288,8 @@ pub async fn serve(
             "connections still open at the drain deadline; closing them"
         );
     }
+    // The workers drop what is still open as they end.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     for task in tasks {
         let _ = task.await;
     }

@@ -32,7 +32,8 @@ usage: waypoint --name NAME --namespace NS --xds-address ADDR --root-cert FILE -
                         (default 127.0.0.1:15000)
   --log-format FORMAT   text (default) or json; the filter comes from RUST_LOG (default
                         info; one access line per request on target `access`)
-  --worker-threads N    (default 2)
+  --worker-threads N    threads serving requests, each with its own event loop and
+                        upstream connections; tunnels are spread over them (default 2)
 ";
 
 #[derive(Debug, Clone)]

@@ -23,4 +23,5 @@ pub mod route;
 pub mod smuggling;
 pub mod sniff;
 pub mod upstream;
+pub mod workers;
 pub mod xds;

@@ -37,7 +37,7 @@ pub struct Waypoint {
     pub binding: Binding,
     pub state: Arc<StateStore>,
     pub config: Arc<ConfigStore>,
-    pub clusters: Clusters,
+    pub clusters: Arc<Clusters>,
     pub upstreams: Upstreams,
     pub metrics: RequestMetrics,
 }

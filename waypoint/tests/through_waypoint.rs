@@ -114,3 +114,39 @@ async fn requests_are_routed_authorized_and_faulted_by_the_waypoint() {
         assert!(v1.contains(label), "{label} missing in {v1}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_connections_are_spread_over_the_worker_threads() {
+    let mesh = start().await;
+    eventually("the waypoint serving", || async {
+        matches!(mesh.get("/reviews/1", &[]).await, Ok((200, _, _)))
+    })
+    .await;
+    // A second tunnel connection goes to the other worker (the waypoint runs its default
+    // two), which serves it as well as the first serves its own.
+    let other = mesh.another_client();
+    let (status, body, _) = mesh.get_via(&other, "/reviews/2", &[]).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "v1 /reviews/2"));
+    let (status, body, _) = mesh.get("/reviews/3", &[]).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "v1 /reviews/3"));
+    let spread = |metrics: &str| {
+        ["0", "1"].iter().all(|w| {
+            metrics
+                .lines()
+                .any(|l| l == format!("waypoint_worker_connections_active{{worker=\"{w}\"}} 1"))
+        })
+    };
+    eventually("one connection on each worker", || async {
+        spread(&mesh.metrics().await)
+    })
+    .await;
+    // Both clients' pooled connections are still open: closing one frees its worker.
+    drop(other);
+    eventually("the second connection closed", || async {
+        mesh.metrics()
+            .await
+            .lines()
+            .any(|l| l == "waypoint_worker_connections_active{worker=\"1\"} 0")
+    })
+    .await;
+}

@@ -219,6 +219,8 @@ pub struct Running {
     pub hbone: SocketAddr,
     pub metrics: SocketAddr,
     pub client: Pool,
+    /// The client pod's certificate, for more clients (more tunnel connections).
+    pub client_tls: ClientTls,
     pub client_identity: Identity,
     pub waypoint_identity: Identity,
     _stops: Vec<watch::Sender<bool>>,
@@ -286,14 +288,16 @@ pub async fn start(manifests: &str) -> Running {
         .await
         .expect("a client certificate in time")
         .expect("a client certificate");
+    let client_tls = ClientTls::new(cert).unwrap();
     let client = Pool::new(
         PoolConfig::default(),
-        Arc::new(TlsDialer::new(ClientTls::new(cert).unwrap())),
+        Arc::new(TlsDialer::new(client_tls.clone())),
     );
     Running {
         hbone,
         metrics,
         client,
+        client_tls,
         client_identity,
         waypoint_identity: "spiffe://cluster.local/ns/shop/sa/waypoint"
             .parse()
@@ -307,6 +311,20 @@ impl Running {
     /// An HBONE tunnel to the waypoint for `target` (a service `VIP:port`), on the
     /// client's pooled connection.
     pub async fn tunnel(&self, target: &str) -> Result<H2Stream, String> {
+        self.tunnel_via(&self.client, target).await
+    }
+
+    /// Another client with the same certificate: its tunnels go over a connection of
+    /// their own, as another node's ztunnel's would.
+    pub fn another_client(&self) -> Pool {
+        Pool::new(
+            PoolConfig::default(),
+            Arc::new(TlsDialer::new(self.client_tls.clone())),
+        )
+    }
+
+    /// [`Self::tunnel`] on `client`'s connection.
+    pub async fn tunnel_via(&self, client: &Pool, target: &str) -> Result<H2Stream, String> {
         let key = PoolKey::new(
             self.client_identity.clone(),
             vec![self.waypoint_identity.clone()],
@@ -314,13 +332,10 @@ impl Running {
             None,
         );
         let target: SocketAddr = target.parse().unwrap();
-        tokio::time::timeout(
-            BOUND,
-            self.client.connect(&key, &ConnectRequest::new(target)),
-        )
-        .await
-        .map_err(|_| "no tunnel in time".to_owned())?
-        .map_err(|e| e.to_string())
+        tokio::time::timeout(BOUND, client.connect(&key, &ConnectRequest::new(target)))
+            .await
+            .map_err(|_| "no tunnel in time".to_owned())?
+            .map_err(|e| e.to_string())
     }
 
     /// One HTTP/1.1 request to `reviews:9080` through the waypoint: status and body.
@@ -329,7 +344,17 @@ impl Running {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<(u16, String, http::HeaderMap), String> {
-        let tunnel = self.tunnel(REVIEWS).await?;
+        self.get_via(&self.client, path, headers).await
+    }
+
+    /// [`Self::get`] through `client`'s connection.
+    pub async fn get_via(
+        &self,
+        client: &Pool,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String, http::HeaderMap), String> {
+        let tunnel = self.tunnel_via(client, REVIEWS).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
             .await
             .map_err(|e| e.to_string())?;
