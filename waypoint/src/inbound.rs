@@ -80,8 +80,15 @@ impl StreamHandler for Inbound {
         };
         let io = Rewind::new(seen, stream);
         let (waypoint, for_requests) = (self.waypoint.clone(), tunnel.clone());
-        let handle =
-            move |request| crate::proxy::handle(waypoint.clone(), for_requests.clone(), request);
+        // Boxed: hyper moves a request's future around, and ours is large (the whole
+        // pipeline's state); moving a pointer beats copying kilobytes per request.
+        let handle = move |request| {
+            Box::pin(crate::proxy::handle(
+                waypoint.clone(),
+                for_requests.clone(),
+                request,
+            ))
+        };
         let result = match protocol {
             Protocol::Http1 => {
                 // hyper takes Content-Length with Transfer-Encoding; Envoy refuses it.

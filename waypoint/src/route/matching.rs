@@ -130,7 +130,7 @@ pub(super) struct MatchInput<'a> {
     pub(super) parts: &'a Parts,
     pub(super) dest: &'a Destination,
     pub(super) src: &'a Source,
-    pub(super) query: Vec<(String, String)>,
+    pub(super) query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 impl<'a> MatchInput<'a> {
@@ -189,7 +189,7 @@ impl RequestMatch {
             input
                 .query
                 .iter()
-                .find(|(k, _)| k == name)
+                .find(|(k, _)| k.as_ref() == name.as_str())
                 .is_some_and(|(_, v)| m.matches(v))
         };
         if !self.query_params.iter().all(query_holds) {
@@ -227,7 +227,7 @@ impl RequestMatch {
 /// Splits a query string into percent-decoded `(name, value)` pairs, in order. `+` is
 /// kept as is (Envoy does not treat it as a space either); a parameter without `=` has an
 /// empty value.
-pub(super) fn parse_query(query: &str) -> Vec<(String, String)> {
+pub(super) fn parse_query(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     query
         .split('&')
         .filter(|kv| !kv.is_empty())
@@ -238,8 +238,12 @@ pub(super) fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Decodes `%XX` escapes; malformed escapes are kept literally.
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes; malformed escapes are kept literally. Most paths have none:
+/// those are borrowed as they are.
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -259,5 +263,5 @@ fn percent_decode(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
