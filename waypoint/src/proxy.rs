@@ -468,20 +468,41 @@ fn ensure_request_id(parts: &mut Parts) -> String {
     if let Some(id) = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         return id.to_owned();
     }
-    let bits: u128 = rand::rng().random();
-    // Version 4, variant 1.
-    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let id = new_request_id(rand::rng().random());
+    if let Ok(value) = HeaderValue::from_bytes(&id) {
         parts.headers.insert(REQUEST_ID, value);
     }
-    id
+    // Hex digits and dashes only.
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+/// A UUID version 4 (variant 1) in its text form, from 128 random bits.
+fn new_request_id(random: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (random & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let mut out = [b'-'; 36];
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::new_request_id;
+
+    #[test]
+    fn request_ids_are_uuid_v4_text() {
+        let id = new_request_id(0);
+        assert_eq!(&id, b"00000000-0000-4000-8000-000000000000");
+        let id = new_request_id(u128::MAX);
+        assert_eq!(&id, b"ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = new_request_id(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(&id, b"01234567-89ab-4def-8123-456789abcdef");
+    }
 }
