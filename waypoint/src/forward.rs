@@ -4,10 +4,18 @@
 //! outside the mesh. HTTP/1.1 connections are kept alive and reused one request at a
 //! time; an HTTP/2 connection per endpoint carries every HTTP/2 request (gRPC included)
 //! to it. A connection that closes is dropped and replaced on the next request.
+//!
+//! The DestinationRule's connection settings apply: `tcp.connectTimeout` bounds opening
+//! a connection (the tunnel and the endpoint's answer to the CONNECT); a connection idle
+//! for `http.idleTimeout` (HTTP/2: no request started for that long) or older than
+//! `tcp.maxConnectionDuration` is not reused and is closed once its last request is over
+//! (a sweep each second drops the idle ones).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hbone::{ConnectRequest, Identity, Pool, PoolKey};
@@ -74,7 +82,13 @@ struct Inner {
     http2: Mutex<HashMap<Key, Http2Connection>>,
     /// Wakes requests waiting for an HTTP/1.1 connection of a cluster and endpoint.
     freed: Mutex<HashMap<Key, Arc<tokio::sync::Notify>>>,
+    /// Whether the task that closes idle connections runs (started by the first request,
+    /// on the runtime that serves it).
+    sweeping: AtomicBool,
 }
+
+/// How often idle and aged connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a pending request looks again for a connection whose slot was freed by a
 /// close (a connection handed back wakes it at once).
@@ -85,11 +99,76 @@ const PENDING_RECHECK: std::time::Duration = std::time::Duration::from_millis(20
 struct Http1Connection {
     sender: http1::SendRequest<Body>,
     permit: ConnectionPermit,
+    age: Age,
 }
 
 struct Http2Connection {
     sender: http2::SendRequest<Body>,
     permit: ConnectionPermit,
+    age: Age,
+}
+
+/// When a connection was opened and last used, against its cluster's `http.idleTimeout`
+/// and `tcp.maxConnectionDuration`.
+#[derive(Debug, Clone, Copy)]
+struct Age {
+    opened: Instant,
+    used: Instant,
+}
+
+impl Age {
+    fn new(now: Instant) -> Self {
+        Age {
+            opened: now,
+            used: now,
+        }
+    }
+
+    /// Whether a connection of this age may take no more requests under `permit`'s
+    /// cluster settings.
+    fn expired(&self, permit: &ConnectionPermit, now: Instant) -> bool {
+        let limits = permit.limits();
+        let idle = !limits.idle_timeout.is_zero()
+            && now.saturating_duration_since(self.used) >= limits.idle_timeout;
+        let aged = limits
+            .max_connection_duration
+            .is_some_and(|max| now.saturating_duration_since(self.opened) >= max);
+        idle || aged
+    }
+}
+
+impl Inner {
+    /// Drops closed connections, idle or aged ones (their last request over, they close),
+    /// endpoints with none left and wake-ups nobody waits for.
+    fn prune(&self) {
+        let now = Instant::now();
+        let mut http1 = self.http1.lock().unwrap_or_else(|e| e.into_inner());
+        http1.retain(|_, conns| {
+            conns.retain(|c| !c.sender.is_closed() && !c.age.expired(&c.permit, now));
+            !conns.is_empty()
+        });
+        drop(http1);
+        let mut http2 = self.http2.lock().unwrap_or_else(|e| e.into_inner());
+        http2.retain(|_, c| !c.sender.is_closed() && !c.age.expired(&c.permit, now));
+        drop(http2);
+        // A waiter holds its own clone; one without is re-created on demand (and a waiter
+        // looks at the idle connections after it starts listening, so no hand-back is lost).
+        let mut freed = self.freed.lock().unwrap_or_else(|e| e.into_inner());
+        freed.retain(|_, notify| Arc::strong_count(notify) > 1);
+    }
+}
+
+/// Every [`SWEEP_EVERY`], drops what [`Inner::prune`] drops; ends with the upstreams.
+async fn sweep(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match inner.upgrade() {
+            Some(inner) => inner.prune(),
+            None => return,
+        }
+    }
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -110,6 +189,7 @@ impl Upstreams {
                 http1: Mutex::default(),
                 http2: Mutex::default(),
                 freed: Mutex::default(),
+                sweeping: AtomicBool::new(false),
             }),
         }
     }
@@ -139,6 +219,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = target.addr;
         let key = (Arc::as_ptr(pool) as usize, addr);
+        self.start_sweeping();
         if version == Version::HTTP_2 {
             *request.uri_mut() = absolute(request.uri(), addr);
             *request.version_mut() = Version::HTTP_2;
@@ -156,6 +237,7 @@ impl Upstreams {
             // Once its response body is read it can take the next request; a retired one
             // closes when this response is over.
             if reusable {
+                conn.age.used = Instant::now();
                 self.lock_http1().entry(key).or_default().push(conn);
                 self.freed(key).notify_one();
             }
@@ -184,7 +266,8 @@ impl Upstreams {
             let found = {
                 let mut idle = self.lock_http1();
                 let conns = idle.entry(key).or_default();
-                conns.retain(|c| !c.sender.is_closed());
+                let now = Instant::now();
+                conns.retain(|c| !c.sender.is_closed() && !c.age.expired(&c.permit, now));
                 match conns.iter().position(|c| c.sender.is_ready()) {
                     Some(i) => Ok(conns.swap_remove(i)),
                     // One whose response body is still being read: ready soon.
@@ -230,14 +313,18 @@ impl Upstreams {
         permit: ConnectionPermit,
     ) -> Result<Http1Connection, UpstreamError> {
         self.prune();
-        let io = self.open(target).await?;
+        let io = self.open_within(target, &permit).await?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| connect(target, e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }
         });
-        Ok(Http1Connection { sender, permit })
+        Ok(Http1Connection {
+            sender,
+            permit,
+            age: Age::new(Instant::now()),
+        })
     }
 
     /// The endpoint's HTTP/2 connection for this cluster, opened within
@@ -251,7 +338,12 @@ impl Upstreams {
         {
             let mut held = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(conn) = held.get_mut(&key) {
-                if !conn.sender.is_closed() && !conn.permit.is_exhausted() {
+                let now = Instant::now();
+                if !conn.sender.is_closed()
+                    && !conn.permit.is_exhausted()
+                    && !conn.age.expired(&conn.permit, now)
+                {
+                    conn.age.used = now;
                     conn.permit.start_request();
                     return Ok(conn.sender.clone());
                 }
@@ -260,7 +352,7 @@ impl Upstreams {
         }
         let mut permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
         self.prune();
-        let io = self.open(target).await?;
+        let io = self.open_within(target, &permit).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
             .await
@@ -277,6 +369,7 @@ impl Upstreams {
             Http2Connection {
                 sender: sender.clone(),
                 permit,
+                age: Age::new(Instant::now()),
             },
         );
         Ok(sender)
@@ -287,17 +380,34 @@ impl Upstreams {
     /// new connection, so the maps stay as large as what is in use however many
     /// endpoints and DestinationRule versions come and go.
     fn prune(&self) {
-        self.lock_http1().retain(|_, conns| {
-            conns.retain(|c| !c.sender.is_closed());
-            !conns.is_empty()
-        });
-        let mut http2 = self.inner.http2.lock().unwrap_or_else(|e| e.into_inner());
-        http2.retain(|_, conn| !conn.sender.is_closed());
-        drop(http2);
-        // A waiter holds its own clone; one without is re-created on demand (and a waiter
-        // looks at the idle connections after it starts listening, so no hand-back is lost).
-        let mut freed = self.inner.freed.lock().unwrap_or_else(|e| e.into_inner());
-        freed.retain(|_, notify| Arc::strong_count(notify) > 1);
+        self.inner.prune();
+    }
+
+    /// Starts the task that closes idle and aged connections, once, on the runtime that
+    /// serves this request.
+    fn start_sweeping(&self) {
+        if self.inner.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(sweep(inner));
+    }
+
+    /// [`Self::open`] within the cluster's `tcp.connectTimeout`.
+    async fn open_within(
+        &self,
+        target: &Target,
+        permit: &ConnectionPermit,
+    ) -> Result<TokioIo<Stream>, UpstreamError> {
+        let timeout = permit.limits().connect_timeout;
+        tokio::time::timeout(timeout, self.open(target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(connect(
+                    target,
+                    format!("no connection within the connect timeout ({timeout:?})"),
+                ))
+            })
     }
 
     /// How many keys each map holds (HTTP/1.1, HTTP/2, wake-ups), for tests.

@@ -128,6 +128,11 @@ impl ConnectionPermit {
     pub fn requests(&self) -> u32 {
         self.requests
     }
+
+    /// The cluster's connection settings (timeouts) the connection lives by.
+    pub fn limits(&self) -> &PoolLimits {
+        &self.slot.pool.limits
+    }
 }
 
 impl ConnectionPool {
