@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
+mod plain_fields;
 mod stderr;
 
 pub use stderr::{ACCESS_TARGET, FLUSH_AFTER, FLUSH_AT_BYTES, Line, LogWriter, flush_logs};
@@ -105,6 +106,11 @@ where
 {
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
+        // The same text, written faster (plain_fields.rs).
+        LogFormat::Text if !ansi => layer
+            .with_ansi(false)
+            .fmt_fields(plain_fields::PlainFields)
+            .boxed(),
         LogFormat::Text => layer.with_ansi(ansi).boxed(),
         LogFormat::Json => layer.json().boxed(),
         LogFormat::FlatJson => layer.json().flatten_event(true).boxed(),
