@@ -1,8 +1,6 @@
 //! Unit-test helpers: a scripted fake ztunnel and a log capture.
 
-use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::prost::Message;
@@ -118,15 +116,15 @@ impl FakeZtunnel {
 /// Captures this thread's log output (tests run on a current-thread runtime, so the
 /// tasks they spawn log here too).
 pub struct LogCapture {
-    buf: Arc<Mutex<Vec<u8>>>,
+    buf: runtime::testing::CapturedLog,
     _guard: tracing::subscriber::DefaultGuard,
 }
 
 impl LogCapture {
     pub fn start() -> Self {
         runtime::scoped_logs_see_every_callsite();
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = SharedBuf(buf.clone());
+        let buf = runtime::testing::CapturedLog::default();
+        let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
@@ -139,20 +137,6 @@ impl LogCapture {
     }
 
     pub fn contents(&self) -> String {
-        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
-    }
-}
-
-#[derive(Clone)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for SharedBuf {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.buf.text()
     }
 }

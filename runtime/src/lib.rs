@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 mod plain_fields;
 mod stderr;
+pub mod testing;
 
 pub use stderr::{ACCESS_TARGET, FLUSH_AFTER, FLUSH_AT_BYTES, Line, LogWriter, flush_logs};
 
@@ -282,25 +283,7 @@ mod tests {
         assert!(err.contains("invalid log filter"), "{err}");
     }
 
-    /// Collects what a format layer writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::testing::CapturedLog as Captured;
 
     #[test]
     fn the_filter_is_read_and_replaced_at_runtime() {

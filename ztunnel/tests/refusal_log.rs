@@ -2,24 +2,11 @@
 //! callsite, process-wide, whether anyone listens, and other unit tests that refuse
 //! connections without a subscriber could race that decision in a shared binary.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use runtime::testing::CapturedLog as Captured;
 
 use ztunnel::limits::{Limits, LimitsConfig};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn a_burst_of_refusals_is_logged_once_with_the_pod_and_the_limit() {
@@ -40,7 +27,7 @@ fn a_burst_of_refusals_is_logged_once_with_the_pod_and_the_limit() {
         assert!(pod.try_connection("TCP").is_none());
     }
     assert_eq!(pod.refused(), 100);
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("at its limit of concurrent inbound connections"))

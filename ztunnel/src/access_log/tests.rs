@@ -1,5 +1,3 @@
-use std::sync::{Arc, Mutex};
-
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -7,19 +5,7 @@ use super::*;
 use crate::rbac::{Denied, DenyReason};
 use crate::test_mesh::{CLIENT, SERVER, addr, id, inbound_from_client, pod, state};
 
-/// Collects what the log layer writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use runtime::testing::CapturedLog as Captured;
 
 /// `log`'s line as ztunnel writes it in `format` (the same layer as the process's).
 fn line(log: &ConnectionLog, format: runtime::LogFormat) -> String {
@@ -32,7 +18,7 @@ fn line(log: &ConnectionLog, format: runtime::LogFormat) -> String {
         false,
     ));
     tracing::subscriber::with_default(subscriber, || log.emit());
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     assert_eq!(out.lines().count(), 1, "one line per connection: {out}");
     out.trim_end().to_owned()
 }
