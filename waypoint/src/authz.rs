@@ -149,7 +149,7 @@ impl Policies {
 
     /// Decides `req` with the policies that apply to it through `binding`.
     pub fn evaluate(&self, binding: &Binding, req: &Request<'_>) -> Verdict {
-        self.decide_with(binding, req, &Facts::new(req))
+        self.decide_with(binding, req, || Facts::new(req))
     }
 
     /// Decides an opaque TCP connection from `source` to `destination`: rules that need
@@ -168,16 +168,29 @@ impl Policies {
             destination,
             auth: None,
         };
-        self.decide_with(binding, &req, &Facts::tcp(&req))
+        self.decide_with(binding, &req, || Facts::tcp(&req))
     }
 
-    fn decide_with(&self, binding: &Binding, req: &Request<'_>, facts: &Facts<'_>) -> Verdict {
+    /// `facts` are worked out only when some policy applies.
+    fn decide_with<'r>(
+        &self,
+        binding: &Binding,
+        req: &'r Request<'r>,
+        facts: impl FnOnce() -> Facts<'r>,
+    ) -> Verdict {
         let applicable: Vec<&CompiledPolicy> = self
             .policies
             .iter()
             .map(Arc::as_ref)
             .filter(|p| binding.applies(&p.targets, req.destination))
             .collect();
+        if applicable.is_empty() {
+            return Verdict::Allowed {
+                audit: Vec::new(),
+                dry_run: DryRun::NotApplicable,
+            };
+        }
+        let facts = &facts();
         let audit: Vec<String> = applicable
             .iter()
             .filter(|p| p.action == Action::Audit && !p.dry_run && p.matches(facts))

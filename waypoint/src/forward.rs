@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -82,9 +82,27 @@ struct Inner {
     http2: Mutex<HashMap<Key, Http2Connection>>,
     /// Wakes requests waiting for an HTTP/1.1 connection of a cluster and endpoint.
     freed: Mutex<HashMap<Key, Arc<tokio::sync::Notify>>>,
+    /// Requests waiting for one (the common case, none, skips `freed` altogether).
+    waiting: AtomicUsize,
     /// Whether the task that closes idle connections runs (started by the first request,
     /// on the runtime that serves it).
     sweeping: AtomicBool,
+}
+
+/// Counts a request waiting for a connection while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How often idle and aged connections are looked for.
@@ -189,6 +207,7 @@ impl Upstreams {
                 http1: Mutex::default(),
                 http2: Mutex::default(),
                 freed: Mutex::default(),
+                waiting: AtomicUsize::new(0),
                 sweeping: AtomicBool::new(false),
             }),
         }
@@ -239,7 +258,7 @@ impl Upstreams {
             if reusable {
                 conn.age.used = Instant::now();
                 self.lock_http1().entry(key).or_default().push(conn);
-                self.freed(key).notify_one();
+                self.wake_one(key);
             }
             response.map_err(|e| classify(addr, &e))
         }
@@ -258,11 +277,17 @@ impl Upstreams {
         pool: &Arc<ConnectionPool>,
     ) -> Result<Http1Connection, UpstreamError> {
         let mut pending = None;
+        let mut _waiting = None;
         loop {
-            let freed = self.freed(key);
-            let notified = freed.notified();
+            // Hand-backs are listened for once the request has to wait (the first look
+            // found nothing and the pool is at its limit); listening starts before the
+            // next look, so none is missed.
+            let freed = pending.is_some().then(|| self.freed(key));
+            let notified = freed.as_ref().map(|f| f.notified());
             tokio::pin!(notified);
-            notified.as_mut().enable();
+            if let Some(notified) = notified.as_mut().as_pin_mut() {
+                notified.enable();
+            }
             let found = {
                 let mut idle = self.lock_http1();
                 let conns = idle.entry(key).or_default();
@@ -292,12 +317,29 @@ impl Upstreams {
                             pool.try_pending()
                                 .map_err(|_| UpstreamError::Overflow(overflow))?,
                         );
+                        _waiting = Some(Waiting::new(&self.inner.waiting));
+                        continue; // look again, listening
                     }
                 }
             }
             // Wait for a connection to be handed back (or a slot to free: closed
             // connections are noticed on the next look).
-            let _ = tokio::time::timeout(PENDING_RECHECK, notified).await;
+            if let Some(notified) = notified.as_pin_mut() {
+                let _ = tokio::time::timeout(PENDING_RECHECK, notified).await;
+            }
+        }
+    }
+
+    /// Wakes a request waiting for a connection of `key`, if one is.
+    fn wake_one(&self, key: Key) {
+        // Ordered against `Waiting::new`: either the waiter's next look finds the
+        // connection just handed back, or this sees the waiter (see `http1_connection`).
+        if self.inner.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let freed = self.inner.freed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = freed.get(&key) {
+            notify.notify_one();
         }
     }
 
