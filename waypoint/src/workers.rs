@@ -135,21 +135,27 @@ impl Workers {
     }
 
     fn hand_off(&self, tcp: TcpStream, peer: SocketAddr) {
-        let Some(worker) = self.workers.iter().min_by_key(|w| w.load.get()) else {
-            return;
-        };
-        let std = match tcp.into_std() {
-            Ok(std) => std,
+        let mut handoff = match tcp.into_std() {
+            Ok(std) => (std, peer),
             Err(e) => {
                 warn!(%peer, error = %e, "cannot hand an accepted connection to a worker");
                 return;
             }
         };
-        worker.load.inc();
-        if worker.connections.send((std, peer)).is_err() {
-            worker.load.dec();
-            warn!(%peer, "a worker thread is gone; connection dropped");
+        // The least loaded first; a worker whose thread is gone hands the connection back.
+        let mut order: Vec<&Worker> = self.workers.iter().collect();
+        order.sort_by_key(|w| w.load.get());
+        for worker in order {
+            worker.load.inc();
+            match worker.connections.send(handoff) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    worker.load.dec();
+                    handoff = back;
+                }
+            }
         }
+        warn!(%peer, "no worker thread left to serve a connection; dropped");
     }
 
     /// Ends the workers (what is still open is closed) and waits for their threads.
