@@ -148,10 +148,7 @@ async fn one_run(
     line: &mut String,
 ) -> Result<()> {
     // Alternate which configuration goes first, so neither always gets a warm machine.
-    let mut order = NodeConfig::ALL.to_vec();
-    if run.is_multiple_of(2) {
-        order.reverse();
-    }
+    let order = report::alternating(&NodeConfig::ALL, run);
     for &config in &order {
         let path = lab.path(config);
         let tput = load::bulk_on(path.dial().await?, plan.bulk_bytes);

@@ -159,10 +159,7 @@ async fn one_run(
     results: &mut WpResults,
     line: &mut String,
 ) -> Result<()> {
-    let mut order = ProxyConfig::ALL.to_vec();
-    if run.is_multiple_of(2) {
-        order.reverse();
-    }
+    let order = report::alternating(&ProxyConfig::ALL, run);
     // Requests each config's proxy must have seen (warm-up and window edges included).
     let mut sent = [0u64; 3];
     for proto in Proto::ALL {

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::node::{Memory, NodeConfig};
 use crate::report::{
-    RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes, quick_note, write_loadavg,
+    RunInfo, Verdict, fmt_ratio, fmt_rss, fmt_value, push_verdicts_and_notes, quick_note,
+    write_loadavg,
 };
 use crate::stats::{Summary, ratio};
 
@@ -212,26 +213,11 @@ pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
     rows
 }
 
-/// A performance target, checked on medians (reported, never enforced).
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeTarget {
-    pub name: &'static str,
-    pub measured: String,
-    pub pass: bool,
-}
-
-impl NodeTarget {
-    pub fn line(&self) -> String {
-        let verdict = if self.pass { "PASS" } else { "FAIL" };
-        format!("{verdict}: {} (measured {})", self.name, self.measured)
-    }
-}
-
-pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
-    let throughput = |name, figure| {
+pub fn targets(results: &NodeResults) -> Vec<Verdict> {
+    let throughput = |name: &str, figure| {
         let r = results.ratio(figure);
-        NodeTarget {
-            name,
+        Verdict {
+            name: name.to_owned(),
             measured: fmt_ratio(r),
             pass: r.is_some_and(|r| r >= 0.3),
         }
@@ -250,23 +236,23 @@ pub fn targets(results: &NodeResults) -> Vec<NodeTarget> {
             "ztunnel 8-stream throughput >= 0.3x direct",
             NodeFigure::ParallelThroughput,
         ),
-        NodeTarget {
-            name: "p99 latency added by ztunnel <= 140 µs (median of per-run ztunnel − direct)",
+        Verdict {
+            name: "p99 latency added by ztunnel <= 140 µs (median of per-run ztunnel − direct)"
+                .to_owned(),
             measured: added.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.0} µs")),
             pass: added.is_some_and(|a| a <= 140.0),
         },
-        NodeTarget {
-            name: "the same with every lab process on CPU 0 (no idle-vCPU wake-ups) <= 140 µs",
+        Verdict {
+            name: "the same with every lab process on CPU 0 (no idle-vCPU wake-ups) <= 140 µs"
+                .to_owned(),
             measured: added_one_cpu.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.0} µs")),
             pass: added_one_cpu.is_some_and(|a| a <= 140.0),
         },
-        NodeTarget {
+        Verdict {
             name: "ztunnel RSS < 10 MiB after the run (larger of the two ztunnels, median \
-                   over runs)",
-            measured: rss.as_ref().map_or_else(
-                || "n/a".to_owned(),
-                |r| format!("{:.1} MiB, runs {:.1}–{:.1} MiB", r.median, r.min, r.max),
-            ),
+                   over runs)"
+                .to_owned(),
+            measured: fmt_rss(rss.as_ref()),
             pass: rss.is_some_and(|r| r.median < 10.0),
         },
     ]
@@ -354,7 +340,7 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
         );
     }
     md.push('\n');
-    let verdicts: Vec<String> = targets(results).iter().map(NodeTarget::line).collect();
+    let verdicts: Vec<String> = targets(results).iter().map(Verdict::line).collect();
     push_verdicts_and_notes(&mut md, &verdicts, "Notes", &meta.notes);
     md
 }

@@ -156,6 +156,40 @@ impl Target {
     }
 }
 
+/// A performance target of the lab benchmarks, checked on medians (reported, never
+/// enforced): what it asks, what was measured (as the report prints it), the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub name: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+impl Verdict {
+    pub fn line(&self) -> String {
+        let verdict = if self.pass { "PASS" } else { "FAIL" };
+        format!("{verdict}: {} (measured {})", self.name, self.measured)
+    }
+}
+
+/// `MEDIAN MiB, runs MIN–MAX MiB` of an RSS summary, or `n/a`.
+pub fn fmt_rss(rss: Option<&crate::stats::Summary>) -> String {
+    rss.map_or_else(
+        || "n/a".to_owned(),
+        |r| format!("{:.1} MiB, runs {:.1}–{:.1} MiB", r.median, r.min, r.max),
+    )
+}
+
+/// `all` in order on odd runs and reversed on even ones, so that no configuration always
+/// gets the machine first.
+pub fn alternating<T: Copy>(all: &[T], run: usize) -> Vec<T> {
+    let mut order = all.to_vec();
+    if run.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
 /// How the run was made: enough to compare results across commits and machines.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metadata {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::host::ProcessMemory;
 use crate::http_load::Proto;
 use crate::report::{RunInfo, fmt_ratio, fmt_value, push_verdicts_and_notes};
-use crate::report::{quick_note, write_loadavg};
+use crate::report::{Verdict, fmt_rss, quick_note, write_loadavg};
 use crate::stats::{Summary, ratio};
 use crate::waypoint_lab::ProxyConfig;
 
@@ -178,24 +178,9 @@ fn memory_rows(results: &WpResults) -> Vec<(&'static str, &'static str, Summary)
         .collect()
 }
 
-/// A performance target, checked on medians (reported, never enforced).
-#[derive(Debug, Clone, Serialize)]
-pub struct WpTarget {
-    pub name: String,
-    pub measured: String,
-    pub pass: bool,
-}
-
-impl WpTarget {
-    pub fn line(&self) -> String {
-        let verdict = if self.pass { "PASS" } else { "FAIL" };
-        format!("{verdict}: {} (measured {})", self.name, self.measured)
-    }
-}
-
 /// The targets: at least nginx's requests per core (per protocol), and the
 /// waypoint's RSS under 30 MiB.
-pub fn targets(results: &WpResults) -> Vec<WpTarget> {
+pub fn targets(results: &WpResults) -> Vec<Verdict> {
     let mut out = Vec::new();
     for proto in Proto::ALL {
         let fig = WpFigure::RequestsPerProxyCpuSecond;
@@ -212,7 +197,7 @@ pub fn targets(results: &WpResults) -> Vec<WpTarget> {
             ),
             _ => "n/a".to_owned(),
         };
-        out.push(WpTarget {
+        out.push(Verdict {
             name: format!(
                 "{}: waypoint requests per CPU-second >= nginx's (median ratio)",
                 proto.name()
@@ -222,12 +207,9 @@ pub fn targets(results: &WpResults) -> Vec<WpTarget> {
         });
     }
     let rss = results.memory_summary(|m| m.waypoint_after.rss_mib);
-    out.push(WpTarget {
+    out.push(Verdict {
         name: "waypoint RSS < 30 MiB after the run (median over runs)".to_owned(),
-        measured: rss.as_ref().map_or_else(
-            || "n/a".to_owned(),
-            |r| format!("{:.1} MiB, runs {:.1}–{:.1} MiB", r.median, r.min, r.max),
-        ),
+        measured: fmt_rss(rss.as_ref()),
         pass: rss.is_some_and(|r| r.median < 30.0),
     });
     out
@@ -358,7 +340,7 @@ pub fn markdown(meta: &WpMetadata, results: &WpResults) -> String {
             m.nginx_after.rss_anon_mib
         );
     }
-    let verdicts: Vec<String> = targets(results).iter().map(WpTarget::line).collect();
+    let verdicts: Vec<String> = targets(results).iter().map(Verdict::line).collect();
     push_verdicts_and_notes(&mut md, &verdicts, "Notes", &meta.notes);
     md
 }

@@ -42,6 +42,30 @@ pub fn value(v: Option<&str>) -> String {
     v.filter(|v| !v.is_empty()).unwrap_or(UNKNOWN).to_owned()
 }
 
+/// What the standard labels say of one side's workload (each `unknown` without one).
+/// Both proxies report `*_app` and `*_version` as the canonical service and revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadLabels {
+    pub workload: String,
+    pub canonical_service: String,
+    pub canonical_revision: String,
+    pub namespace: String,
+    pub cluster: String,
+}
+
+impl WorkloadLabels {
+    pub fn of(workload: Option<&Workload>) -> Self {
+        let field = |f: fn(&Workload) -> &str| value(workload.map(f));
+        WorkloadLabels {
+            workload: field(|w| &w.workload_name),
+            canonical_service: field(|w| &w.canonical_name),
+            canonical_revision: field(|w| &w.canonical_revision),
+            namespace: field(|w| &w.namespace),
+            cluster: value(workload.and_then(cluster_id)),
+        }
+    }
+}
+
 /// The cluster a workload belongs to, from its uid (`CLUSTER//KIND/NAMESPACE/NAME`, as
 /// the workload API forms it); `None` when the uid has another form.
 pub fn cluster_id(workload: &Workload) -> Option<&str> {

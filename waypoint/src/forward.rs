@@ -354,7 +354,8 @@ impl Upstreams {
         target: &Target,
         permit: ConnectionPermit,
     ) -> Result<Http1Connection, UpstreamError> {
-        self.prune();
+        // Before each new connection: the maps stay as large as what is in use.
+        self.inner.prune();
         let io = self.open_within(target, &permit).await?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| connect(target, e))?;
         tokio::spawn(async move {
@@ -393,7 +394,8 @@ impl Upstreams {
             }
         }
         let mut permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
-        self.prune();
+        // Before each new connection: the maps stay as large as what is in use.
+        self.inner.prune();
         let io = self.open_within(target, &permit).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(io)
@@ -417,18 +419,13 @@ impl Upstreams {
         Ok(sender)
     }
 
-    /// Forgets what can no longer serve a request: closed connections, endpoints (per
-    /// cluster) with none left, and hand-back wake-ups nobody waits for. Run before each
-    /// new connection, so the maps stay as large as what is in use however many
-    /// endpoints and DestinationRule versions come and go.
-    fn prune(&self) {
-        self.inner.prune();
-    }
-
     /// Starts the task that closes idle and aged connections, once, on the runtime that
     /// serves this request.
     fn start_sweeping(&self) {
-        if self.inner.sweeping.swap(true, Ordering::Relaxed) {
+        // A plain load on the per-request path; the swap only until the task runs.
+        if self.inner.sweeping.load(Ordering::Relaxed)
+            || self.inner.sweeping.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let inner = Arc::downgrade(&self.inner);

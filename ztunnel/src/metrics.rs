@@ -62,7 +62,6 @@ use crate::access_log::{ConnectionLog, Kind, Peer, ResponseFlag, Security};
 use crate::admin::{serve_http, text, with_type};
 use crate::cert::{CertificateSource, CertificateState};
 use crate::pods::{PodState, PodsView};
-use crate::state::Workload;
 use crate::xds::{TYPE_URLS, XdsStatus};
 
 /// Default address of the metrics endpoint (every interface: Prometheus scrapes it).
@@ -71,16 +70,12 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:15020";
 pub const PATHS: [&str; 2] = ["/metrics", "/stats/prometheus"];
 /// What the page is: OpenMetrics text, which Prometheus asks for and reads.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub use dataplane::telemetry::{TrafficLabels, UNKNOWN, cluster_id, value};
+pub use dataplane::telemetry::{TrafficLabels, UNKNOWN, WorkloadLabels, cluster_id, value};
 
 /// One side's labels.
 struct Side {
-    workload: String,
-    canonical_service: String,
-    canonical_revision: String,
-    namespace: String,
+    labels: WorkloadLabels,
     principal: String,
-    cluster: String,
 }
 
 impl Side {
@@ -89,22 +84,17 @@ impl Side {
     /// a source principal is only ever the one mutual TLS proved).
     fn of(peer: &Peer, principal_from_state: bool) -> Side {
         let known = peer.known.as_deref();
-        let field = |f: fn(&Workload) -> &str| value(known.map(f));
+        let mut labels = WorkloadLabels::of(known);
+        if known.is_none() {
+            labels.namespace = value(peer.namespace.as_deref());
+        }
         let principal = peer
             .identity
             .as_ref()
             .or(known.filter(|_| principal_from_state).map(|w| &w.identity));
         Side {
-            workload: field(|w| &w.workload_name),
-            canonical_service: field(|w| &w.canonical_name),
-            canonical_revision: field(|w| &w.canonical_revision),
-            namespace: value(
-                known
-                    .map(|w| w.namespace.as_str())
-                    .or(peer.namespace.as_deref()),
-            ),
+            labels,
             principal: value(principal.map(ToString::to_string).as_deref()),
-            cluster: value(known.and_then(cluster_id)),
         }
     }
 }
@@ -127,25 +117,25 @@ impl ConnectionLabels for TrafficLabels {
                 Kind::Inbound | Kind::InboundPlaintext => "destination",
             }
             .to_owned(),
-            source_app: src.canonical_service.clone(),
-            source_version: src.canonical_revision.clone(),
-            source_workload: src.workload,
-            source_canonical_service: src.canonical_service,
-            source_canonical_revision: src.canonical_revision,
-            source_workload_namespace: src.namespace,
+            source_app: src.labels.canonical_service.clone(),
+            source_version: src.labels.canonical_revision.clone(),
+            source_workload: src.labels.workload,
+            source_canonical_service: src.labels.canonical_service,
+            source_canonical_revision: src.labels.canonical_revision,
+            source_workload_namespace: src.labels.namespace,
             source_principal: src.principal,
-            source_cluster: src.cluster,
+            source_cluster: src.labels.cluster,
             destination_service: value(log.dst_service.as_deref()),
             destination_service_namespace: value(log.dst_service_namespace.as_deref()),
             destination_service_name: value(log.dst_service_name.as_deref()),
-            destination_app: dst.canonical_service.clone(),
-            destination_version: dst.canonical_revision.clone(),
-            destination_workload: dst.workload,
-            destination_canonical_service: dst.canonical_service,
-            destination_canonical_revision: dst.canonical_revision,
-            destination_workload_namespace: dst.namespace,
+            destination_app: dst.labels.canonical_service.clone(),
+            destination_version: dst.labels.canonical_revision.clone(),
+            destination_workload: dst.labels.workload,
+            destination_canonical_service: dst.labels.canonical_service,
+            destination_canonical_revision: dst.labels.canonical_revision,
+            destination_workload_namespace: dst.labels.namespace,
             destination_principal: dst.principal,
-            destination_cluster: dst.cluster,
+            destination_cluster: dst.labels.cluster,
             request_protocol: "tcp".to_owned(),
             response_flags: match log.flag {
                 ResponseFlag::None => "-",

@@ -8,7 +8,7 @@ use dataplane::state::Workload;
 use http::Version;
 use tracing::info;
 
-use dataplane::telemetry::{TrafficLabels, cluster_id, value};
+use dataplane::telemetry::{TrafficLabels, WorkloadLabels, value};
 
 use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, UNKNOWN};
 
@@ -60,34 +60,34 @@ impl RequestRecord {
     }
 
     pub fn labels(&self) -> RequestLabels {
-        let src = self.source.as_deref();
-        let dst = self.upstream.as_deref();
-        // As ztunnel reports them: `*_app` and `*_version` are the canonical service and
-        // revision, `*_cluster` the cluster in the workload's uid.
-        let cluster = |w: Option<&Workload>| value(w.and_then(cluster_id));
+        // The same workload labels ztunnel reports (`*_app`/`*_version`: canonical).
+        let src = WorkloadLabels::of(self.source.as_deref());
+        let dst = WorkloadLabels::of(self.upstream.as_deref());
         let defaults = RequestLabels::default();
         RequestLabels {
             traffic: TrafficLabels {
-                source_workload: value(src.map(|w| w.workload_name.as_str())),
-                source_canonical_service: value(src.map(|w| w.canonical_name.as_str())),
-                source_canonical_revision: value(src.map(|w| w.canonical_revision.as_str())),
-                source_workload_namespace: value(src.map(|w| w.namespace.as_str())),
+                source_app: src.canonical_service.clone(),
+                source_version: src.canonical_revision.clone(),
+                source_workload: src.workload,
+                source_canonical_service: src.canonical_service,
+                source_canonical_revision: src.canonical_revision,
+                source_workload_namespace: src.namespace,
                 source_principal: value(self.source_principal.as_deref()),
-                source_app: value(src.map(|w| w.canonical_name.as_str())),
-                source_version: value(src.map(|w| w.canonical_revision.as_str())),
-                source_cluster: cluster(src),
+                source_cluster: src.cluster,
                 destination_service: value(self.service.as_ref().map(|s| s.0.as_str())),
                 destination_service_name: value(self.service.as_ref().map(|s| s.1.as_str())),
                 destination_service_namespace: value(self.service.as_ref().map(|s| s.2.as_str())),
-                destination_workload: value(dst.map(|w| w.workload_name.as_str())),
-                destination_canonical_service: value(dst.map(|w| w.canonical_name.as_str())),
-                destination_canonical_revision: value(dst.map(|w| w.canonical_revision.as_str())),
-                destination_workload_namespace: value(dst.map(|w| w.namespace.as_str())),
-                destination_principal: dst
+                destination_app: dst.canonical_service.clone(),
+                destination_version: dst.canonical_revision.clone(),
+                destination_workload: dst.workload,
+                destination_canonical_service: dst.canonical_service,
+                destination_canonical_revision: dst.canonical_revision,
+                destination_workload_namespace: dst.namespace,
+                destination_principal: self
+                    .upstream
+                    .as_ref()
                     .map_or_else(|| UNKNOWN.to_owned(), |w| w.identity.to_string()),
-                destination_app: value(dst.map(|w| w.canonical_name.as_str())),
-                destination_version: value(dst.map(|w| w.canonical_revision.as_str())),
-                destination_cluster: cluster(dst),
+                destination_cluster: dst.cluster,
                 request_protocol: self.protocol().to_owned(),
                 response_flags: self.flags(),
                 ..defaults.traffic
