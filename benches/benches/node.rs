@@ -12,7 +12,9 @@
 //! Writes `bench-results/node.{md,json}` under the workspace root.
 //!
 //! Knobs: `BENCH_QUICK=1` is a short smoke run (writes `node-quick.*`); `BENCH_RATE` is
-//! the latency figure's request rate (default 1000 req/s); `BENCH_WORKERS` sets the load
+//! the latency figure's request rate (default 1000 req/s); `BENCH_BULK_MIB` the
+//! single-stream transfer's size (default 256, 32 when quick; raise it to profile the
+//! bulk path); `BENCH_WORKERS` sets the load
 //! generator runtime's worker threads (default: one per CPU);
 //! `LAB_MESH_LOG` is the ztunnels' `RUST_LOG` (default `info`: one access-log line per
 //! connection, as ztunnel ships).
@@ -56,11 +58,12 @@ impl Plan {
         let runs = knobs::runs(quick)?;
         let workers = knobs::workers()?;
         let rate = knobs::number("BENCH_RATE", 1000.0, 1.0..=1e6)?;
+        let bulk_mib = knobs::number("BENCH_BULK_MIB", if quick { 32 } else { 256 }, 1..=1 << 20)?;
         Ok(Plan {
             runs,
             quick,
             workers,
-            bulk_bytes: if quick { 32 * MIB } else { 256 * MIB },
+            bulk_bytes: bulk_mib * MIB,
             streams: 8,
             stream_bytes: if quick { 4 * MIB } else { 32 * MIB },
             rate,
@@ -261,6 +264,7 @@ fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2]) -> NodeMetadat
         "BENCH_QUICK",
         "BENCH_RUNS",
         "BENCH_RATE",
+        "BENCH_BULK_MIB",
         "BENCH_WORKERS",
         "LAB_MESH_LOG",
     ];

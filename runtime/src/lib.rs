@@ -46,6 +46,35 @@ fn trim_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
 
+/// For a process that calls [`release_free_heap`] itself after bursts: tells glibc to keep
+/// freed memory inside the heap meanwhile, and to serve blocks up to 1 MiB from the heap.
+/// By default glibc returns the heap's free top to the system on nearly every large free and
+/// maps a fresh zeroed region for every block over 128 KiB, so a bulk transfer whose copy
+/// buffers come and go pays page faults on every cycle. A no-op with other C libraries.
+pub fn hold_freed_heap_until_trim() {
+    tune_heap();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_heap() {
+    // glibc's <malloc.h> parameter numbers.
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    unsafe extern "C" {
+        /// glibc: takes and returns plain integers; thread-safe.
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    // SAFETY: mallopt takes no pointers and is thread-safe in glibc.
+    unsafe {
+        mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_heap() {}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

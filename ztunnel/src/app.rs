@@ -222,6 +222,8 @@ async fn run(config: Config) -> Result<(), String> {
             log_filter: runtime::log_filter(),
         },
     )));
+    // The trimmer below gives freed memory back after traffic, so the allocator need not.
+    runtime::hold_freed_heap_until_trim();
     tasks.push(tokio::spawn(crate::memory::trim_after_traffic(
         shutdown.clone(),
     )));

@@ -25,6 +25,11 @@ pub(super) const NAME: &str = "rustls";
 
 pub(super) type Stream<IO> = tokio_rustls::TlsStream<IO>;
 
+/// Encrypted bytes a session holds before the writer must wait for the socket. rustls's
+/// default (64 KiB) is one byte short of an HTTP/2 frame carrying 64 KiB, which cost a
+/// second `writev` for the frame's last bytes; this takes a whole bulk frame at once.
+const SEND_BUFFER_LIMIT: usize = 512 * 1024;
+
 /// TLS 1.3 with AES-GCM only, on ring.
 fn provider() -> Arc<CryptoProvider> {
     let base = ring::default_provider();
@@ -105,7 +110,10 @@ impl Client {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(self.config(expected)?));
         // Identities are checked by URI SAN; the name is unused (and SNI is off).
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-        let stream = connector.connect(name, io).await.map_err(handshake_error)?;
+        let stream = connector
+            .connect_with(name, io, |c| c.set_buffer_limit(Some(SEND_BUFFER_LIMIT)))
+            .await
+            .map_err(handshake_error)?;
         if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
             return Err(TlsError::NoAlpn);
         }
@@ -151,7 +159,10 @@ impl Server {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.clone());
-        let stream = acceptor.accept(io).await.map_err(handshake_error)?;
+        let stream = acceptor
+            .accept_with(io, |c| c.set_buffer_limit(Some(SEND_BUFFER_LIMIT)))
+            .await
+            .map_err(handshake_error)?;
         let conn = stream.get_ref().1;
         if conn.alpn_protocol() != Some(ALPN_H2) {
             return Err(TlsError::NoAlpn);
