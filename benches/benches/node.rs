@@ -1,13 +1,16 @@
 //! Node benchmark: `cargo bench -p benches --bench node`.
 //!
 //! On the lab (two nodes, a real node agent and ztunnel process per node), pod -> pod on
-//! the other node, two ways: `direct` (neither pod enrolled) and `ztunnel` (both enrolled:
-//! client pod -> ztunnel -> HBONE -> ztunnel -> server pod). Figures: single-stream and
+//! the other node, three ways: `direct` (neither pod enrolled), `relay` (neither enrolled;
+//! client pod -> a plain TCP relay process in the client pod -> another in the server pod
+//! -> server: the same processes and hops as the mesh with none of its work, the floor any
+//! two user-space proxies cost here) and `ztunnel` (both enrolled: client pod -> ztunnel ->
+//! HBONE -> ztunnel -> server pod). Figures: single-stream and
 //! 8-stream bulk throughput, 1 KiB request/response latency at a fixed rate, new
 //! connections per second, and the ztunnels' RSS. The latency figure is repeated with
 //! every process on the path held to one CPU, which separates ztunnel's own cost from the
 //! cost of waking idle vCPUs. `BENCH_RUNS` runs (default 5), each on
-//! a freshly started lab, each figure measured for both configurations back to back
+//! a freshly started lab, each figure measured for every configuration back to back
 //! (order alternating per run).
 //! Writes `bench-results/node.{md,json}` under the workspace root.
 //!
@@ -172,12 +175,14 @@ async fn one_run(
     }
     paced_latency(plan, lab, &order, results, line, false).await?;
     {
-        // Every process on the path (this one, both ztunnels) held to CPU 0 for the repeat.
-        let pids = [
+        // Every process on the paths (this one, both ztunnels, both relays) held to CPU 0
+        // for the repeat.
+        let mut pids = vec![
             std::process::id(),
             lab.mesh.ztunnel_pid(0).context("node 0 has no ztunnel")?,
             lab.mesh.ztunnel_pid(1).context("node 1 has no ztunnel")?,
         ];
+        pids.extend(lab.relay_pids());
         let _pinned = OneCpu::pin(&pids)?;
         paced_latency(plan, lab, &order, results, line, true).await?;
     }
@@ -283,26 +288,29 @@ fn metadata(plan: &Plan, sandbox: String, load: [Option<f64>; 2]) -> NodeMetadat
              veths, routed through the nodes); client pod on node 0, server pod on node 1. \
              direct = both pods in the non-enrolled namespace `legacy`; ztunnel = both in \
              `mesh`, so client pod -> node 0's ztunnel (listening inside the pod) -> HBONE \
-             (mTLS, HTTP/2 CONNECT) -> node 1's ztunnel -> server pod. Before timing, the \
-             ztunnel logs prove the ztunnel path went over HBONE and the direct path through \
-             no ztunnel."
+             (mTLS, HTTP/2 CONNECT) -> node 1's ztunnel -> server pod; relay = both in the \
+             non-enrolled namespace `relay`, the client dialling 127.0.0.1:15001 in its own pod, \
+             where a plain TCP relay process (current-thread tokio, the same copy loop ztunnel \
+             uses for plain TCP, TCP_NODELAY) forwards to a second one on the server pod's \
+             15008, which forwards to the server on 127.0.0.1. Before timing, the ztunnel logs \
+             prove the ztunnel path went over HBONE and the other two through no ztunnel."
                 .to_owned(),
             "The load client and server run in this process on one tokio runtime; the two \
-             ztunnels (and node agents) are separate processes. Everything, kernel \
-             forwarding included, shares the machine's CPUs. Each figure is measured for both \
-             configurations back to back, the order alternating between runs."
+             ztunnels (and node agents) and the two relays are separate processes. Everything, \
+             kernel forwarding included, shares the machine's CPUs. Each figure is measured for \
+             every configuration back to back, the order reversing between runs."
                 .to_owned(),
             "Latency: one connection; a 1 KiB request is sent on each tick of a tokio \
              interval (1 ms; missed ticks are caught up) and timed from its first write to the \
              last byte of its echo. p50/p99 are per run; the table shows their median and \
-             spread. 'added by ztunnel' is ztunnel − direct within each run, then the median \
-             and spread of those differences."
+             spread. 'added by ztunnel' (or 'by two TCP relays') is ztunnel − direct (relay − \
+             direct) within each run, then the median and spread of those differences."
                 .to_owned(),
-            "One CPU: the latency figure again with every thread of this process and of both \
-             ztunnels held to CPU 0 (sched_setaffinity), then released. On a VM that halts idle \
+            "One CPU: the latency figure again with every thread of this process, both \
+             ztunnels and both relays held to CPU 0 (sched_setaffinity), then released. On a VM that halts idle \
              vCPUs, each hand-off to a process whose vCPU is asleep waits for the hypervisor \
-             to wake it; the ztunnel path has four more hand-offs per round trip than the direct \
-             one. On one CPU the hand-offs are plain context switches, so this figure isolates \
+             to wake it; the ztunnel and relay paths have four more hand-offs per round trip \
+             than the direct one. On one CPU the hand-offs are plain context switches, so this figure isolates \
              what ztunnel's own work adds."
                 .to_owned(),
             "New connections: each is a socket created inside the client pod (setns), \

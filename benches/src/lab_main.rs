@@ -12,6 +12,10 @@ pub fn lab_main(name: &str, bench: impl FnOnce(String) -> Result<()>) -> ExitCod
     if let Some(code) = lab::mesh::dispatch() {
         return code;
     }
+    // The node benchmark's TCP relay, re-executed the same way.
+    if let Some(code) = crate::relay::dispatch() {
+        return code;
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
     if !std::env::args().any(|a| a == "--bench") {
         println!("{name} benchmark: skipped (run it with `cargo bench -p benches --bench {name}`)");

@@ -4,7 +4,8 @@
 //! [`topology`] builds the paths under test on 127.0.0.1, [`load`] is the load server and
 //! client, [`stats`] the arithmetic, [`affinity`] pins processes to one CPU, [`report`] the Markdown/JSON output and [`host`] the machine facts, [`knobs`] the environment knobs
 //! they record. [`node`] is
-//! the lab topology (real ztunnel processes, pods on two nodes) and [`node_report`] its
+//! the lab topology (real ztunnel processes, pods on two nodes), [`relay`] its plain TCP
+//! relay process (the floor the ztunnel path is read against) and [`node_report`] its
 //! output. For the controller benchmark, [`manifests`] writes mesh-sized manifest
 //! directories, [`xds_client`] subscribes as ztunnel does and [`controller_report`] is its
 //! output. The waypoint benchmark uses [`waypoint_lab`] (the local mesh with a waypoint
@@ -22,6 +23,7 @@ pub mod load;
 pub mod manifests;
 pub mod node;
 pub mod node_report;
+pub mod relay;
 pub mod report;
 pub mod stats;
 pub mod topology;

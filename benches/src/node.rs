@@ -5,30 +5,40 @@
 //! - `direct`: both pods in a namespace that is not enrolled; no mesh in the path.
 //! - `ztunnel`: both pods enrolled, so client pod -> node 0's ztunnel (in the pod) ->
 //!   HBONE -> node 1's ztunnel -> server pod.
+//! - `relay`: neither pod enrolled; client pod -> a plain TCP relay process listening in
+//!   the client pod -> a second one in the server pod -> server ([`crate::relay`]): the
+//!   mesh path's processes and hops with none of its work, the floor for any pair of
+//!   user-space proxies on this machine.
 //!
 //! The load server ([`crate::load::serve`]) runs in each server pod, the load client in
 //! each client pod, both on the benchmark's own tokio runtime; the ztunnels are separate
 //! processes (this binary re-executed, see `lab::mesh::dispatch`).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use lab::mesh::{Mesh, listening};
-use lab::{Pod, PodSpec};
+use lab::{LabProcess, Pod, PodSpec};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::host::process_memory;
-use crate::load;
 use crate::topology::HopErrors;
+use crate::{load, relay};
 
 /// Enrolled namespace (carries `istio.io/dataplane-mode=ambient`).
 pub const MESH_NS: &str = "mesh";
 /// Not enrolled.
 pub const LEGACY_NS: &str = "legacy";
+/// Not enrolled; its pods talk through two TCP relays.
+pub const RELAY_NS: &str = "relay";
+/// Where the relays listen: in the client pod (dialled at 127.0.0.1, as captured traffic
+/// reaches ztunnel's 15001) and in the server pod (as HBONE reaches 15008).
+const RELAY_CLIENT_PORT: u16 = 15001;
+const RELAY_SERVER_PORT: u16 = 15008;
 const APP_PORT: u16 = 8080;
 const SMOKE_BOUND: Duration = Duration::from_secs(15);
 
@@ -37,15 +47,17 @@ const SMOKE_BOUND: Duration = Duration::from_secs(15);
 #[serde(rename_all = "snake_case")]
 pub enum NodeConfig {
     Direct,
+    Relay,
     Ztunnel,
 }
 
 impl NodeConfig {
-    pub const ALL: [NodeConfig; 2] = [NodeConfig::Direct, NodeConfig::Ztunnel];
+    pub const ALL: [NodeConfig; 3] = [NodeConfig::Direct, NodeConfig::Relay, NodeConfig::Ztunnel];
 
     pub fn name(self) -> &'static str {
         match self {
             NodeConfig::Direct => "direct",
+            NodeConfig::Relay => "relay",
             NodeConfig::Ztunnel => "ztunnel",
         }
     }
@@ -53,6 +65,7 @@ impl NodeConfig {
     fn namespace(self) -> &'static str {
         match self {
             NodeConfig::Direct => LEGACY_NS,
+            NodeConfig::Relay => RELAY_NS,
             NodeConfig::Ztunnel => MESH_NS,
         }
     }
@@ -120,6 +133,8 @@ pub struct NodeLab {
     /// Load-server failures; a healthy run has none.
     pub errors: Arc<HopErrors>,
     servers: Vec<JoinHandle<()>>,
+    /// The `relay` path's two relay processes (client side, server side).
+    relays: Vec<LabProcess>,
     /// Lines each ztunnel had logged when the lab was ready: startup noise (e.g. retrying
     /// the node agent's socket before it exists) is not a complaint about the run.
     log_marks: [usize; 2],
@@ -132,7 +147,7 @@ impl NodeLab {
             .await
             .context("starting the mesh")?;
         let errors = Arc::new(HopErrors::default());
-        let (mut paths, mut servers) = (Vec::new(), Vec::new());
+        let (mut paths, mut servers, mut relays) = (Vec::new(), Vec::new(), Vec::new());
         for config in NodeConfig::ALL {
             let pod = |role: &str, node: usize| {
                 let name = format!("{}-{role}", config.name());
@@ -148,7 +163,17 @@ impl NodeLab {
                 p.set_sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
             }
             servers.push(serve(&server, errors.clone())?);
-            let addr = (server.ip(), APP_PORT).into();
+            let mut addr = SocketAddr::from((server.ip(), APP_PORT));
+            if config == NodeConfig::Relay {
+                let to_app = SocketAddr::from((Ipv4Addr::LOCALHOST, APP_PORT));
+                relays.push(relay::spawn(
+                    &client,
+                    RELAY_CLIENT_PORT,
+                    (server.ip(), RELAY_SERVER_PORT).into(),
+                )?);
+                relays.push(relay::spawn(&server, RELAY_SERVER_PORT, to_app)?);
+                addr = (Ipv4Addr::LOCALHOST, RELAY_CLIENT_PORT).into();
+            }
             paths.push(PodPath {
                 config,
                 client,
@@ -161,6 +186,7 @@ impl NodeLab {
             paths,
             errors,
             servers,
+            relays,
             log_marks: [0; 2],
         };
         lab.verify().await?;
@@ -172,12 +198,23 @@ impl NodeLab {
     /// went through the mesh, over HBONE.
     async fn verify(&self) -> Result<()> {
         for path in &self.paths {
-            let captured = listening(&path.client, 15001)?;
-            ensure!(
-                captured == (path.config == NodeConfig::Ztunnel),
-                "{}: client pod captured = {captured}",
-                path.config.name()
-            );
+            let relayed = path.config == NodeConfig::Relay;
+            if relayed {
+                // The relays bind as they start; the smoke check below proves they relay.
+                lab::assert_eventually!(
+                    listening(&path.client, RELAY_CLIENT_PORT).unwrap_or(false)
+                        && listening(&path.server, RELAY_SERVER_PORT).unwrap_or(false),
+                    timeout = SMOKE_BOUND,
+                    "the TCP relays did not start listening"
+                );
+            } else {
+                let captured = listening(&path.client, 15001)?;
+                ensure!(
+                    captured == (path.config == NodeConfig::Ztunnel),
+                    "{}: client pod captured = {captured}",
+                    path.config.name()
+                );
+            }
             tokio::time::timeout(
                 SMOKE_BOUND,
                 load::new_connection_rate(path.dialer(), 1, 1, 1),
@@ -202,10 +239,11 @@ impl NodeLab {
                         "the ztunnel path did not go over HBONE between the two ztunnels"
                     );
                 }
-                NodeConfig::Direct => {
+                NodeConfig::Direct | NodeConfig::Relay => {
                     ensure!(
                         !seen(0, "") && !seen(1, ""),
-                        "the direct path went through a ztunnel"
+                        "the {} path went through a ztunnel",
+                        path.config.name()
                     );
                 }
             }
@@ -218,6 +256,11 @@ impl NodeLab {
             .iter()
             .find(|p| p.config == config)
             .expect("every configuration has a path")
+    }
+
+    /// The relay processes (to pin with the rest of the path).
+    pub fn relay_pids(&self) -> Vec<u32> {
+        self.relays.iter().map(LabProcess::pid).collect()
     }
 
     /// Both ztunnels' memory right now.

@@ -104,16 +104,16 @@ impl NodeResults {
         Summary::of(self.runs(config, figure))
     }
 
-    /// ztunnel median / direct median.
-    pub fn ratio(&self, figure: NodeFigure) -> Option<f64> {
-        let z = self.summary(NodeConfig::Ztunnel, figure)?;
+    /// `config`'s median / direct's median.
+    pub fn ratio(&self, config: NodeConfig, figure: NodeFigure) -> Option<f64> {
+        let z = self.summary(config, figure)?;
         let d = self.summary(NodeConfig::Direct, figure)?;
         ratio(z.median, d.median)
     }
 
-    /// ztunnel − direct within each run (the configurations run back to back), summarised.
-    pub fn added(&self, figure: NodeFigure) -> Option<Summary> {
-        let z = self.runs(NodeConfig::Ztunnel, figure);
+    /// `config` − direct within each run (the configurations run back to back), summarised.
+    pub fn added(&self, config: NodeConfig, figure: NodeFigure) -> Option<Summary> {
+        let z = self.runs(config, figure);
         let d = self.runs(NodeConfig::Direct, figure);
         let diffs: Vec<f64> = z.iter().zip(d).map(|(z, d)| z - d).collect();
         Summary::of(&diffs)
@@ -158,7 +158,8 @@ pub struct NodeRow {
     pub higher_is_better: Option<bool>,
     #[serde(flatten)]
     pub summary: Summary,
-    pub ztunnel_vs_direct: Option<f64>,
+    /// This configuration's median over direct's (relay and ztunnel rows).
+    pub vs_direct: Option<f64>,
 }
 
 pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
@@ -172,23 +173,29 @@ pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
                     unit: figure.unit(),
                     higher_is_better: Some(figure.higher_is_better()),
                     summary,
-                    ztunnel_vs_direct: (config == NodeConfig::Ztunnel)
-                        .then(|| results.ratio(figure))
+                    vs_direct: (config != NodeConfig::Direct)
+                        .then(|| results.ratio(config, figure))
                         .flatten(),
                 });
             }
         }
-        if figure.is_latency()
-            && let Some(summary) = results.added(figure)
-        {
-            rows.push(NodeRow {
-                figure: format!("{} added by ztunnel", figure.label()),
-                config: "ztunnel − direct".to_owned(),
-                unit: "µs",
-                higher_is_better: Some(false),
-                summary,
-                ztunnel_vs_direct: None,
-            });
+        if !figure.is_latency() {
+            continue;
+        }
+        for (config, by) in [
+            (NodeConfig::Relay, "two TCP relays"),
+            (NodeConfig::Ztunnel, "ztunnel"),
+        ] {
+            if let Some(summary) = results.added(config, figure) {
+                rows.push(NodeRow {
+                    figure: format!("{} added by {by}", figure.label()),
+                    config: format!("{} − direct", config.name()),
+                    unit: "µs",
+                    higher_is_better: Some(false),
+                    summary,
+                    vs_direct: None,
+                });
+            }
         }
     }
     for (idle, figure) in [
@@ -206,7 +213,7 @@ pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
                 unit: "MiB",
                 higher_is_better: Some(false),
                 summary,
-                ztunnel_vs_direct: None,
+                vs_direct: None,
             });
         }
     }
@@ -215,16 +222,18 @@ pub fn rows(results: &NodeResults) -> Vec<NodeRow> {
 
 pub fn targets(results: &NodeResults) -> Vec<Verdict> {
     let throughput = |name: &str, figure| {
-        let r = results.ratio(figure);
+        let r = results.ratio(NodeConfig::Ztunnel, figure);
         Verdict {
             name: name.to_owned(),
             measured: fmt_ratio(r),
             pass: r.is_some_and(|r| r >= 0.3),
         }
     };
-    let added = results.added(NodeFigure::LatencyP99).map(|s| s.median);
+    let added = results
+        .added(NodeConfig::Ztunnel, NodeFigure::LatencyP99)
+        .map(|s| s.median);
     let added_one_cpu = results
-        .added(NodeFigure::OneCpuLatencyP99)
+        .added(NodeConfig::Ztunnel, NodeFigure::OneCpuLatencyP99)
         .map(|s| s.median);
     let rss = results.worst_rss();
     vec![
@@ -304,7 +313,7 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
         );
     }
     md.push('\n');
-    md.push_str("| figure | config | median | spread (min–max) | ztunnel / direct |\n");
+    md.push_str("| figure | config | median | spread (min–max) | ÷ direct |\n");
     md.push_str("|---|---|---:|---:|---:|\n");
     for row in rows {
         let better = match row.higher_is_better {
@@ -313,8 +322,8 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
             None => "",
         };
         let s = &row.summary;
-        let ratio = if row.ztunnel_vs_direct.is_some() {
-            fmt_ratio(row.ztunnel_vs_direct)
+        let ratio = if row.vs_direct.is_some() {
+            fmt_ratio(row.vs_direct)
         } else {
             String::new()
         };
@@ -329,7 +338,7 @@ pub fn markdown(meta: &NodeMetadata, rows: &[NodeRow], results: &NodeResults) ->
             fmt_value(s.max),
         );
     }
-    md.push_str("\nztunnel / direct is the ratio of medians: above 1 is better for throughput ");
+    md.push_str("\n÷ direct is the ratio of medians: above 1 is better for throughput ");
     md.push_str("and rate, below 1 is better for latency.\n\n");
     for m in results.final_memory() {
         let _ = writeln!(
@@ -378,9 +387,14 @@ mod tests {
             r.push(NodeConfig::Direct, NodeFigure::LatencyP99, d);
             r.push(NodeConfig::Ztunnel, NodeFigure::LatencyP99, z);
         }
-        let added = r.added(NodeFigure::LatencyP99).unwrap();
+        let added = r
+            .added(NodeConfig::Ztunnel, NodeFigure::LatencyP99)
+            .unwrap();
         assert_eq!((added.median, added.min, added.max), (50.0, 20.0, 200.0));
-        assert_eq!(r.ratio(NodeFigure::LatencyP99), Some(320.0 / 200.0));
+        assert_eq!(
+            r.ratio(NodeConfig::Ztunnel, NodeFigure::LatencyP99),
+            Some(320.0 / 200.0)
+        );
         let t = targets(&r);
         assert!(t[2].pass, "50 µs added meets <= 140 µs");
         assert!(
@@ -414,5 +428,30 @@ mod tests {
         assert_eq!(r.rss(0, false).unwrap().max, 12.0);
         let rows = rows(&r);
         assert_eq!(rows.len(), 6, "2 figures x 2 configs + 2 memory rows");
+    }
+
+    #[test]
+    fn the_relay_floor_gets_its_own_ratio_and_added_rows() {
+        let mut r = NodeResults::default();
+        for (d, relay, z) in [
+            (30.0, 90.0, 200.0),
+            (40.0, 70.0, 260.0),
+            (35.0, 100.0, 240.0),
+        ] {
+            r.push(NodeConfig::Direct, NodeFigure::LatencyP99, d);
+            r.push(NodeConfig::Relay, NodeFigure::LatencyP99, relay);
+            r.push(NodeConfig::Ztunnel, NodeFigure::LatencyP99, z);
+        }
+        let rows = rows(&r);
+        let find = |config: &str| rows.iter().find(|row| row.config == config).unwrap();
+        assert_eq!(find("relay").vs_direct, Some(90.0 / 35.0));
+        assert_eq!(find("ztunnel").vs_direct, Some(240.0 / 35.0));
+        assert_eq!(find("direct").vs_direct, None);
+        let relay_added = find("relay − direct");
+        assert_eq!(relay_added.summary.median, 60.0, "60, 30, 65 added");
+        assert!(relay_added.figure.ends_with("added by two TCP relays"));
+        assert_eq!(find("ztunnel − direct").summary.median, 205.0);
+        // The targets stay ztunnel's.
+        assert!(!targets(&r)[2].pass, "205 µs added by ztunnel");
     }
 }
