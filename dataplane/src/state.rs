@@ -87,6 +87,43 @@ pub struct Workload {
     pub labels: Arc<BTreeMap<String, String>>,
 }
 
+impl Workload {
+    /// A healthy HBONE pod `name` (also its uid, owner and canonical name, at revision
+    /// `v1`) in `namespace`, running as `service_account` at `ip`, in trust domain
+    /// `cluster.local` on node `node-0`, with no services, policies, waypoint or labels.
+    /// For tests and tools that build workloads by hand: change the rest with struct
+    /// update syntax.
+    ///
+    /// # Errors
+    /// When the namespace or service account cannot be part of a SPIFFE identity.
+    pub fn pod(
+        name: &str,
+        namespace: &str,
+        service_account: &str,
+        ip: IpAddr,
+    ) -> Result<Workload, hbone::IdentityError> {
+        Ok(Workload {
+            uid: name.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            trust_domain: hbone::DEFAULT_TRUST_DOMAIN.into(),
+            node: "node-0".into(),
+            addresses: vec![ip],
+            protocol: TunnelProtocol::Hbone,
+            workload_name: name.into(),
+            canonical_name: name.into(),
+            canonical_revision: "v1".into(),
+            services: BTreeMap::new(),
+            healthy: true,
+            authorization_policies: Vec::new(),
+            identity: Identity::new(hbone::DEFAULT_TRUST_DOMAIN, namespace, service_account)?,
+            waypoint: None,
+            labels: Arc::default(),
+        })
+    }
+}
+
 /// A waypoint in front of a workload or service: the workload API's `GatewayAddress`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waypoint {

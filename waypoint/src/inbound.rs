@@ -290,33 +290,14 @@ impl Inbound {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use dataplane::state::{TunnelProtocol, Workload};
+    use dataplane::state::Workload;
     use hbone::Identity;
 
     use super::*;
 
     fn pod(name: &str, ip: &str) -> Workload {
-        Workload {
-            uid: name.into(),
-            name: name.into(),
-            namespace: "shop".into(),
-            service_account: name.into(),
-            trust_domain: "cluster.local".into(),
-            node: "node-0".into(),
-            addresses: vec![ip.parse().unwrap()],
-            protocol: TunnelProtocol::Hbone,
-            workload_name: name.into(),
-            canonical_name: name.into(),
-            canonical_revision: "v1".into(),
-            services: BTreeMap::new(),
-            healthy: true,
-            authorization_policies: Vec::new(),
-            identity: Identity::new("cluster.local", "shop", name).unwrap(),
-            waypoint: None,
-            labels: Default::default(),
-        }
+        Workload::pod(name, "shop", name, ip.parse().unwrap()).unwrap()
     }
 
     fn connect(peer: &str, forwarded: Option<&str>) -> hbone::InboundConnect {

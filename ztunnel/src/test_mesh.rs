@@ -1,6 +1,5 @@
 //! The small mesh the access-log and metrics unit tests describe connections in.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use hbone::Identity;
@@ -25,22 +24,10 @@ pub fn addr(s: &str) -> SocketAddr {
 pub fn workload(name: &str, owner: &str, sa: &str, ip: &str, protocol: TunnelProtocol) -> Workload {
     Workload {
         uid: format!("east//Pod/mesh/{name}"),
-        name: name.into(),
-        namespace: "mesh".into(),
-        service_account: sa.into(),
-        trust_domain: "cluster.local".into(),
-        node: "node-0".into(),
-        addresses: vec![ip.parse().unwrap()],
         protocol,
         workload_name: owner.into(),
         canonical_name: sa.into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
-        authorization_policies: Vec::new(),
-        identity: id(&format!("spiffe://cluster.local/ns/mesh/sa/{sa}")),
-        waypoint: None,
-        labels: Default::default(),
+        ..Workload::pod(name, "mesh", sa, ip.parse().unwrap()).unwrap()
     }
 }
 

@@ -1,7 +1,4 @@
-use std::collections::BTreeMap;
-
 use super::*;
-use crate::state::TunnelProtocol;
 
 const SRC_ID: &str = "spiffe://cluster.local/ns/foo/sa/bar";
 
@@ -11,22 +8,9 @@ type Verdict = Result<(), Denied>;
 fn destination() -> Arc<Workload> {
     Arc::new(Workload {
         uid: "prod/server".into(),
-        name: "server".into(),
-        namespace: "prod".into(),
-        service_account: "server".into(),
-        trust_domain: "cluster.local".into(),
         node: "node-1".into(),
-        addresses: vec!["10.1.0.1".parse().unwrap()],
-        protocol: TunnelProtocol::Hbone,
-        workload_name: "server".into(),
-        canonical_name: "server".into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
         authorization_policies: vec!["prod/selected".into(), "prod/missing".into()],
-        identity: "spiffe://cluster.local/ns/prod/sa/server".parse().unwrap(),
-        waypoint: None,
-        labels: Default::default(),
+        ..Workload::pod("server", "prod", "server", "10.1.0.1".parse().unwrap()).unwrap()
     })
 }
 

@@ -1,26 +1,9 @@
-use std::collections::BTreeMap;
-
 use super::*;
 
 fn workload(uid: &str, ip: &str) -> Workload {
     Workload {
-        uid: uid.into(),
-        name: uid.into(),
-        namespace: "default".into(),
-        service_account: "sa".into(),
-        trust_domain: "cluster.local".into(),
         node: "node-1".into(),
-        addresses: vec![ip.parse().unwrap()],
-        protocol: TunnelProtocol::Hbone,
-        workload_name: uid.into(),
-        canonical_name: uid.into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
-        authorization_policies: Vec::new(),
-        identity: "spiffe://cluster.local/ns/default/sa/sa".parse().unwrap(),
-        waypoint: None,
-        labels: Default::default(),
+        ..Workload::pod(uid, "default", "sa", ip.parse().unwrap()).unwrap()
     }
 }
 

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
@@ -34,22 +33,7 @@ fn web_key() -> ServiceKey {
 fn workload(name: &str, sa: &str, ip: &str) -> Workload {
     Workload {
         uid: format!("cluster//Pod/prod/{name}"),
-        name: name.into(),
-        namespace: "prod".into(),
-        service_account: sa.into(),
-        trust_domain: "cluster.local".into(),
-        node: "node-0".into(),
-        addresses: vec![ip.parse().unwrap()],
-        protocol: TunnelProtocol::Hbone,
-        workload_name: name.into(),
-        canonical_name: name.into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
-        authorization_policies: Vec::new(),
-        identity: id(&format!("spiffe://cluster.local/ns/prod/sa/{sa}")),
-        waypoint: None,
-        labels: Default::default(),
+        ..Workload::pod(name, "prod", sa, ip.parse().unwrap()).unwrap()
     }
 }
 

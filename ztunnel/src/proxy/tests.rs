@@ -1,28 +1,10 @@
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::rbac::{Action, DenyReason, Match, Policy, Scope, StringMatch};
-use crate::state::TunnelProtocol;
 
 fn pod(uid: &str, ip: &str) -> Workload {
     Workload {
-        uid: uid.into(),
-        name: uid.into(),
-        namespace: "prod".into(),
-        service_account: "server".into(),
-        trust_domain: "cluster.local".into(),
         node: "node-1".into(),
-        addresses: vec![ip.parse().unwrap()],
-        protocol: TunnelProtocol::Hbone,
-        workload_name: uid.into(),
-        canonical_name: uid.into(),
-        canonical_revision: "v1".into(),
-        services: BTreeMap::new(),
-        healthy: true,
-        authorization_policies: Vec::new(),
-        identity: "spiffe://cluster.local/ns/prod/sa/server".parse().unwrap(),
-        waypoint: None,
-        labels: Default::default(),
+        ..Workload::pod(uid, "prod", "server", ip.parse().unwrap()).unwrap()
     }
 }
 
