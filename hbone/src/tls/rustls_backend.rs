@@ -310,3 +310,121 @@ impl ClientCertVerifier for TrustDomainClientVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, IoSlice};
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+
+    use super::SEND_BUFFER_LIMIT;
+    use crate::Identity;
+    use crate::testing::TestCa;
+    use crate::tls::{ClientTls, ServerTls};
+
+    /// A socket stand-in that takes vectored writes whole, as a TCP socket does, and
+    /// records the size of every write it is handed.
+    struct CountingSocket {
+        io: DuplexStream,
+        writes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl AsyncRead for CountingSocket {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingSocket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &whole))?;
+            assert_eq!(
+                n,
+                whole.len(),
+                "the duplex buffer is large enough for any write"
+            );
+            self.writes.lock().unwrap().push(n);
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// HTTP/2 hands TLS a DATA frame as its 9-byte header and its payload. A 64 KiB payload
+    /// must be taken in one call and leave in one socket write; with rustls's default
+    /// 64 KiB buffer the last 9 bytes needed a second call and a second write.
+    #[tokio::test]
+    async fn a_64_kib_data_frame_is_taken_whole_and_written_once() {
+        let ca = TestCa::new();
+        let client_id: Identity = "spiffe://cluster.local/ns/a/sa/client".parse().unwrap();
+        let server_id: Identity = "spiffe://cluster.local/ns/a/sa/server".parse().unwrap();
+        let client_tls = ClientTls::new(ca.issue(&client_id)).unwrap();
+        let server_tls = ServerTls::new(ca.issue(&server_id)).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(4 * SEND_BUFFER_LIMIT);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let socket = CountingSocket {
+            io: client_io,
+            writes: writes.clone(),
+        };
+        let expected = [server_id.clone()];
+        let (client, server) = tokio::join!(
+            client_tls.connect(socket, &expected),
+            server_tls.accept(server_io)
+        );
+        let (mut client, (mut server, _)) = (client.unwrap(), server.unwrap());
+        writes.lock().unwrap().clear();
+
+        let header = [0u8; 9];
+        let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let taken = client
+            .write_vectored(&[IoSlice::new(&header), IoSlice::new(&payload)])
+            .await
+            .unwrap();
+        assert_eq!(
+            taken,
+            header.len() + payload.len(),
+            "the whole frame in one call"
+        );
+        assert_eq!(
+            writes.lock().unwrap().len(),
+            1,
+            "one socket write for the frame's records: {:?}",
+            writes.lock().unwrap()
+        );
+
+        let mut got = vec![0u8; taken];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..9], &header);
+        assert_eq!(&got[9..], &payload[..]);
+    }
+}
