@@ -47,10 +47,13 @@ fn trim_heap() {
 fn trim_heap() {}
 
 /// For a process that calls [`release_free_heap`] itself after bursts: tells glibc to keep
-/// freed memory inside the heap meanwhile, and to serve blocks up to 1 MiB from the heap.
-/// By default glibc returns the heap's free top to the system on nearly every large free and
-/// maps a fresh zeroed region for every block over 128 KiB, so a bulk transfer whose copy
-/// buffers come and go pays page faults on every cycle. A no-op with other C libraries.
+/// up to 64 MiB of freed memory at the top of the heap meanwhile, and to serve blocks up to
+/// 1 MiB from the heap. By default glibc gives the heap's top back as soon as a little more
+/// than 128 KiB is free there (the bar moves up with use, not far enough for bulk copy
+/// buffers) and maps a fresh zeroed region for each block of 128 KiB or more, so a bulk
+/// transfer whose buffers come and go pays `brk` calls and page faults on every cycle (in
+/// ztunnel's node benchmark, a 4 MiB bar still meant ~400 `brk` calls a second). A no-op
+/// with other C libraries.
 pub fn hold_freed_heap_until_trim() {
     tune_heap();
 }

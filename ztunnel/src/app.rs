@@ -210,6 +210,7 @@ async fn run(config: Config) -> Result<(), String> {
         readiness.clone(),
         shutdown.clone(),
     )));
+    let state_changes = store.subscribe();
     tasks.push(tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
@@ -225,6 +226,7 @@ async fn run(config: Config) -> Result<(), String> {
     // The trimmer below gives freed memory back after traffic, so the allocator need not.
     runtime::hold_freed_heap_until_trim();
     tasks.push(tokio::spawn(crate::memory::trim_after_traffic(
+        state_changes,
         shutdown.clone(),
     )));
     let source = match (&config.workloads, &control_plane) {

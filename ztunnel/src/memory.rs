@@ -1,7 +1,9 @@
 //! Giving freed heap back to the system. Bulk transfers grow copy buffers to hundreds of
-//! KiB; glibc keeps what they free inside the heap, so the RSS of an idle ztunnel would stay
-//! at its busiest. Once a second, if connections closed since the last look, the free
-//! memory is returned (`malloc_trim`).
+//! KiB, and a new workload state is built beside the old one before the old one is freed;
+//! glibc is told to keep freed memory inside the heap (`runtime::hold_freed_heap_until_trim`,
+//! so bulk buffers are reused instead of mapped afresh), so the RSS of an idle ztunnel would
+//! stay at its busiest. Once a second, if connections closed or the state was replaced
+//! since the last look, the free memory is returned (`malloc_trim`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,8 +20,12 @@ pub fn connection_closed() {
     CLOSED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Runs until `shutdown`, trimming after each second in which connections closed.
-pub async fn trim_after_traffic(mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown`, trimming after each second in which connections closed or the
+/// workload state changed (`state_changes`: the state store's subscription).
+pub async fn trim_after_traffic(
+    mut state_changes: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut seen = CLOSED.load(Ordering::Relaxed);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,8 +35,11 @@ pub async fn trim_after_traffic(mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let now = CLOSED.load(Ordering::Relaxed);
-        if now != seen {
+        // A closed channel (the store is gone) counts as no change.
+        let state_changed = state_changes.has_changed().unwrap_or(false);
+        if now != seen || state_changed {
             seen = now;
+            state_changes.borrow_and_update();
             runtime::release_free_heap();
         }
     }

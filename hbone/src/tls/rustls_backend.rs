@@ -25,9 +25,11 @@ pub(super) const NAME: &str = "rustls";
 
 pub(super) type Stream<IO> = tokio_rustls::TlsStream<IO>;
 
-/// Encrypted bytes a session holds before the writer must wait for the socket. rustls's
-/// default (64 KiB) is one byte short of an HTTP/2 frame carrying 64 KiB, which cost a
-/// second `writev` for the frame's last bytes; this takes a whole bulk frame at once.
+/// Encrypted bytes a session may hold before the writer must wait for the socket. rustls's
+/// default (64 KiB) is nine bytes short of a 64 KiB HTTP/2 DATA frame with its header, so
+/// every such frame cost a second `writev` carrying a 9-byte record; this takes a whole
+/// bulk frame (up to 256 KiB, see `copy::tunnel`) at once. A session holds this much only
+/// while its socket is full.
 const SEND_BUFFER_LIMIT: usize = 512 * 1024;
 
 /// TLS 1.3 with AES-GCM only, on ring.
