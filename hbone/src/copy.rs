@@ -11,7 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Buffer size for a new connection: small, since most connections are idle or chatty.
 pub const INITIAL_BUFFER: usize = 1024;
-/// Largest buffer a bulk transfer grows to.
+/// Largest buffer a bulk transfer grows to (in [`copy_tunnel`], the largest read handed to
+/// HTTP/2 at once). Under bulk load each buffer's worth costs a read and a write (through a
+/// tunnel: an HTTP/2 frame and a `writev` of its TLS records), so bigger means fewer of
+/// each. Buffers above glibc's default mmap threshold (128 KiB) come from the heap once the
+/// process raises it (`runtime::hold_freed_heap_until_trim`, as ztunnel does), or once
+/// glibc's dynamic threshold adapts after the first free.
 pub const MAX_BUFFER: usize = 256 * 1024;
 /// Consecutive reads that fill the buffer before it grows (4x per step).
 pub(crate) const GROW_AFTER_FULL_READS: u8 = 2;

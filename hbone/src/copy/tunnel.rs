@@ -10,15 +10,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{CopyError, GROW_AFTER_FULL_READS, INITIAL_BUFFER, Transferred};
+use super::{CopyError, GROW_AFTER_FULL_READS, INITIAL_BUFFER, MAX_BUFFER, Transferred};
 use crate::stream::{H2Stream, h2_to_io};
-
-/// Largest read handed to HTTP/2 at once. Under bulk load each chunk costs a read, an
-/// HTTP/2 frame and a `writev` of its TLS records, so bigger chunks mean fewer of each.
-/// Buffers above glibc's default mmap threshold (128 KiB) come from the heap once the
-/// process raises it (`runtime::hold_freed_heap_until_trim`, as ztunnel does), or once
-/// glibc's dynamic threshold adapts after the first free.
-const MAX_CHUNK: usize = 256 * 1024;
 
 /// Copies `stream -> tunnel` and `tunnel -> stream` until both directions reached EOF, with
 /// half-close, like [`super::copy_bidirectional`]. `a_to_b` counts stream -> tunnel.
@@ -162,8 +155,8 @@ impl IntoTunnel {
             }
             if n >= self.read_size {
                 self.full_reads = self.full_reads.saturating_add(1);
-                if self.full_reads >= GROW_AFTER_FULL_READS && self.read_size < MAX_CHUNK {
-                    self.read_size = (self.read_size * 4).min(MAX_CHUNK);
+                if self.full_reads >= GROW_AFTER_FULL_READS && self.read_size < MAX_BUFFER {
+                    self.read_size = (self.read_size * 4).min(MAX_BUFFER);
                     self.full_reads = 0;
                 }
             } else {

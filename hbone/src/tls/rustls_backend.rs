@@ -28,9 +28,9 @@ pub(super) type Stream<IO> = tokio_rustls::TlsStream<IO>;
 /// Encrypted bytes a session may hold before the writer must wait for the socket. rustls's
 /// default (64 KiB) is nine bytes short of a 64 KiB HTTP/2 DATA frame with its header, so
 /// every such frame cost a second `writev` carrying a 9-byte record; this takes a whole
-/// bulk frame (up to 256 KiB, see `copy::tunnel`) at once. A session holds this much only
-/// while its socket is full.
-const SEND_BUFFER_LIMIT: usize = 512 * 1024;
+/// bulk frame (up to [`crate::copy::MAX_BUFFER`]) at once, with room for the next. A
+/// session holds this much only while its socket is full.
+const SEND_BUFFER_LIMIT: usize = 2 * crate::copy::MAX_BUFFER;
 
 /// TLS 1.3 with AES-GCM only, on ring.
 fn provider() -> Arc<CryptoProvider> {
