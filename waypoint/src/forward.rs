@@ -310,7 +310,9 @@ impl Upstreams {
                 Err(()) => {}
             }
             match pool.try_connection() {
-                Ok(permit) => return self.open_http1(target, permit).await,
+                // Boxed: opening a connection is rare, and its large state would otherwise
+                // be part of every request's future.
+                Ok(permit) => return Box::pin(self.open_http1(target, permit)).await,
                 Err(overflow) => {
                     if pending.is_none() {
                         pending = Some(
@@ -393,7 +395,20 @@ impl Upstreams {
                 held.remove(&key);
             }
         }
-        let mut permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
+        let permit = pool.try_connection().map_err(UpstreamError::Overflow)?;
+        // Boxed: opening a connection is rare, and its large state would otherwise be part
+        // of every request's future.
+        Box::pin(self.open_http2(target, key, permit)).await
+    }
+
+    /// Opens the endpoint's HTTP/2 connection for this cluster under `permit` and keeps it
+    /// for the requests that follow.
+    async fn open_http2(
+        &self,
+        target: &Target,
+        key: Key,
+        mut permit: ConnectionPermit,
+    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
         // Before each new connection: the maps stay as large as what is in use.
         self.inner.prune();
         let io = self.open_within(target, &permit).await?;

@@ -218,11 +218,14 @@ impl Inbound {
             }),
             target,
         };
+        let principal = source.identity.as_ref().map(|i| Arc::from(i.to_string()));
         Ok(Tunnel {
             source,
             source_workload,
             destination,
+            target_service: service,
             target_workload: workload,
+            principal,
         })
     }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use dataplane::state::Workload;
+use dataplane::state::{Service, Workload};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -82,27 +82,50 @@ pub struct RequestMetrics {
 }
 
 /// What decides a request's label set, as cheap values: the source and upstream
-/// workloads by allocation (each remembered key holds its workloads' allocations), the
-/// principal, service,
-/// response code, gRPC status, flags and protocol.
+/// workloads and the destination service by allocation (each remembered key holds
+/// those allocations), the principal, response code, gRPC status, flags and protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub source: usize,
     pub upstream: usize,
-    pub principal: Option<String>,
-    pub service: Option<String>,
+    pub service: usize,
+    pub principal: Option<Arc<str>>,
     pub status: u16,
-    pub grpc_status: Option<String>,
+    pub grpc_status: Option<u32>,
     pub flags: Vec<&'static str>,
     pub grpc: bool,
 }
 
+/// The objects whose allocations a [`SeriesKey`] names: the source and upstream
+/// workloads, and the destination service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeriesObjects<'a> {
+    pub source: Option<&'a Arc<Workload>>,
+    pub upstream: Option<&'a Arc<Workload>>,
+    pub service: Option<&'a Arc<Service>>,
+}
+
+impl SeriesObjects<'_> {
+    /// Their allocations' addresses (0 for none), for a [`SeriesKey`].
+    pub fn addresses(&self) -> (usize, usize, usize) {
+        fn address<T>(object: Option<&Arc<T>>) -> usize {
+            object.map_or(0, |o| Arc::as_ptr(o) as usize)
+        }
+        (
+            address(self.source),
+            address(self.upstream),
+            address(self.service),
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Series {
-    /// The workloads the key's addresses are: held (weakly: the allocation, not the
-    /// workload) so that no other workload can be allocated at those addresses while
+    /// The workloads and service the key's addresses are: held (weakly: the allocation,
+    /// not the object) so that no other object can be allocated at those addresses while
     /// the key is remembered.
     _workloads: [Option<Weak<Workload>>; 2],
+    _service: Option<Weak<Service>>,
     requests: Counter,
     duration: Histogram,
     request_bytes: Histogram,
@@ -162,7 +185,7 @@ impl RequestMetrics {
     pub fn record_cached(
         &self,
         key: SeriesKey,
-        workloads: [Option<&Arc<Workload>>; 2],
+        objects: SeriesObjects<'_>,
         labels: impl FnOnce() -> RequestLabels,
         millis: f64,
         request: u64,
@@ -178,7 +201,9 @@ impl RequestMetrics {
                     }
                     let labels = labels();
                     let series = Arc::new(Series {
-                        _workloads: workloads.map(|w| w.map(Arc::downgrade)),
+                        _workloads: [objects.source, objects.upstream]
+                            .map(|w| w.map(Arc::downgrade)),
+                        _service: objects.service.map(Arc::downgrade),
                         requests: self.requests.get_or_create(&labels).clone(),
                         duration: self.duration.get_or_create(&labels).clone(),
                         request_bytes: self.request_bytes.get_or_create(&labels).clone(),
@@ -215,8 +240,8 @@ mod tests {
         let key = SeriesKey {
             source: 0,
             upstream: 0,
+            service: 0,
             principal: None,
-            service: None,
             status: 503,
             grpc_status: None,
             flags: vec!["UO"],
@@ -224,13 +249,20 @@ mod tests {
         };
         metrics.record_cached(
             key.clone(),
-            [None, None],
+            SeriesObjects::default(),
             || labels.clone(),
             12.0,
             10,
             2_000,
         );
-        metrics.record_cached(key, [None, None], || labels.clone(), 700.0, 0, 0);
+        metrics.record_cached(
+            key,
+            SeriesObjects::default(),
+            || labels.clone(),
+            700.0,
+            0,
+            0,
+        );
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();
         let line = |prefix: &str| {
@@ -258,8 +290,8 @@ mod tests {
         let key = |status| SeriesKey {
             source: 0,
             upstream: 0,
-            principal: None,
-            service: Some("reviews.shop.svc.cluster.local".into()),
+            service: 0,
+            principal: Some("spiffe://cluster.local/ns/shop/sa/client".into()),
             status,
             grpc_status: None,
             flags: Vec::new(),
@@ -273,9 +305,30 @@ mod tests {
                 ..RequestLabels::default()
             }
         };
-        metrics.record_cached(key(200), [None, None], || labels("200"), 1.0, 0, 0);
-        metrics.record_cached(key(200), [None, None], || labels("200"), 1.0, 0, 0);
-        metrics.record_cached(key(503), [None, None], || labels("503"), 1.0, 0, 0);
+        metrics.record_cached(
+            key(200),
+            SeriesObjects::default(),
+            || labels("200"),
+            1.0,
+            0,
+            0,
+        );
+        metrics.record_cached(
+            key(200),
+            SeriesObjects::default(),
+            || labels("200"),
+            1.0,
+            0,
+            0,
+        );
+        metrics.record_cached(
+            key(503),
+            SeriesObjects::default(),
+            || labels("503"),
+            1.0,
+            0,
+            0,
+        );
         assert_eq!(built.get(), 2, "labels built once per key");
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::state::{StateStore, Workload};
+use dataplane::state::{Service, StateStore, Workload};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -48,8 +48,13 @@ pub struct Tunnel {
     pub source: Source,
     pub source_workload: Option<Arc<Workload>>,
     pub destination: Destination,
+    /// For service traffic: the service addressed.
+    pub target_service: Option<Arc<Service>>,
     /// For workload traffic: the workload addressed.
     pub target_workload: Option<Arc<Workload>>,
+    /// The source's identity as a URI (telemetry's `source_principal`), written once per
+    /// tunnel.
+    pub principal: Option<Arc<str>>,
 }
 
 /// `x-request-id`, added when the client sent none (as Envoy does).
@@ -65,23 +70,16 @@ pub async fn handle(
     let request_id = ensure_request_id(&mut parts);
     let mut record = RequestRecord {
         started: Instant::now(),
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.to_string()),
-        authority: crate::context::authority(&parts).unwrap_or("-").to_owned(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        host: parts.headers.get(http::header::HOST).cloned(),
         version: parts.version,
         request_id,
         request_bytes: 0,
-        source_principal: tunnel.source.identity.as_ref().map(|i| i.to_string()),
+        source_principal: tunnel.principal.clone(),
         source: tunnel.source_workload.clone(),
-        source_addr: tunnel.source.ip.map(|ip| ip.to_string()),
-        service: tunnel
-            .destination
-            .service
-            .as_ref()
-            .map(|s| (s.hostname.clone(), s.name.clone(), s.namespace.clone())),
+        source_addr: tunnel.source.ip,
+        service: tunnel.target_service.clone(),
         upstream: None,
         upstream_addr: None,
         route: None,
@@ -103,7 +101,7 @@ fn finish(
 ) -> Response<Body> {
     record.status = response.status().as_u16();
     if record.grpc_status.is_none() && is_grpc(response.headers()) {
-        record.grpc_status = call::grpc_status(&response).map(|s| s.to_string());
+        record.grpc_status = call::grpc_status(&response);
     }
     let grpc = record.grpc || is_grpc(response.headers());
     let metrics = waypoint.metrics.clone();
@@ -111,9 +109,7 @@ fn finish(
     let body = Metered::new(body, move |bytes, trailers| {
         // A gRPC response that is not trailers-only ends with its status.
         if grpc && record.grpc_status.is_none() {
-            record.grpc_status = trailers
-                .and_then(call::grpc_status_in)
-                .map(|s| s.to_string());
+            record.grpc_status = trailers.and_then(call::grpc_status_in);
         }
         record.finish(&metrics, bytes)
     });
@@ -151,10 +147,10 @@ async fn process(
         },
     );
     if let authz::DryRun::WouldDeny { policy, reason } = verdict.dry_run() {
-        tracing::info!(target: "access", policy = %policy, reason = ?reason, request_id = %record.request_id, "dry-run policy would deny this request (not enforced)");
+        tracing::info!(target: "access", policy = %policy, reason = ?reason, request_id = %record.request_id(), "dry-run policy would deny this request (not enforced)");
     }
     if !verdict.audit().is_empty() {
-        tracing::info!(target: "access", policies = ?verdict.audit(), request_id = %record.request_id, "request audited");
+        tracing::info!(target: "access", policies = ?verdict.audit(), request_id = %record.request_id(), "request audited");
     }
     if let Verdict::Denied { policy, reason, .. } = &verdict {
         record.detail = Some(format!("denied by {policy} ({reason:?})"));
@@ -222,14 +218,7 @@ async fn routed(
     record: &mut RequestRecord,
 ) -> Response<Body> {
     let route = matched.route;
-    record.route = Some(if route.name.is_empty() {
-        format!(
-            "{}/{}#{}",
-            matched.virtual_service.namespace, matched.virtual_service.name, matched.rule_index
-        )
-    } else {
-        route.name.clone()
-    });
+    record.route = Some(route.log_name.clone());
     if let Some(cors) = &route.cors
         && let Some(preflight) = cors.preflight(&parts)
     {
@@ -273,11 +262,7 @@ async fn routed(
         record.detail = Some(format!("no service {}", destination.host));
         return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    record.service = Some((
-        service.hostname.clone(),
-        service.name.clone(),
-        service.namespace.clone(),
-    ));
+    record.service = Some(service.clone());
     let upstream = Upstream::Service {
         service: service.clone(),
         subset: destination.subset.clone(),
@@ -299,23 +284,19 @@ async fn routed(
     });
     let per_try = retries.per_try_timeout;
     let deadline = route.timeout.map(|t| tokio::time::Instant::now() + t);
+    // What the response needs of the request, kept before the request goes.
+    let origin = route
+        .cors
+        .as_ref()
+        .and_then(|_| parts.headers.get(http::header::ORIGIN).cloned());
     let mut response = forward(
-        waypoint,
-        tunnel,
-        config,
-        upstream,
-        retries,
-        per_try,
-        deadline,
-        parts.clone(),
-        body,
-        record,
+        waypoint, tunnel, config, upstream, retries, per_try, deadline, parts, body, record,
     )
     .await;
     route.response_headers.apply(response.headers_mut());
     destination.response_headers.apply(response.headers_mut());
     if let Some(cors) = &route.cors {
-        cors.apply_response(&parts, response.headers_mut());
+        cors.apply_response(origin.as_ref(), response.headers_mut());
     }
     response
 }
@@ -365,7 +346,7 @@ async fn forward(
     match call.send(parts, body).await {
         Ok(answer) => {
             record.upstream = Some(answer.endpoint);
-            record.upstream_addr = Some(answer.addr.to_string());
+            record.upstream_addr = Some(answer.addr);
             let (mut head, incoming) = answer.response.into_parts();
             if let Some(cookie) = answer.set_cookie {
                 head.headers.append(http::header::SET_COOKIE, cookie);
@@ -378,7 +359,7 @@ async fn forward(
             record.detail = Some(failure.detail);
             if let Some((workload, addr)) = failure.endpoint {
                 record.upstream = Some(workload);
-                record.upstream_addr = Some(addr.to_string());
+                record.upstream_addr = Some(addr);
             }
             local(failure.status, failure.body)
         }
@@ -463,17 +444,18 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// The request's `x-request-id`, generated (a random UUID) when missing.
-fn ensure_request_id(parts: &mut Parts) -> String {
-    if let Some(id) = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        return id.to_owned();
+/// The request's `x-request-id`, generated (a random UUID) when missing or not text.
+fn ensure_request_id(parts: &mut Parts) -> HeaderValue {
+    if let Some(id) = parts.headers.get(REQUEST_ID)
+        && id.to_str().is_ok()
+    {
+        return id.clone();
     }
-    let id = new_request_id(rand::rng().random());
-    if let Ok(value) = HeaderValue::from_bytes(&id) {
-        parts.headers.insert(REQUEST_ID, value);
-    }
-    // Hex digits and dashes only.
-    String::from_utf8_lossy(&id).into_owned()
+    // Hex digits and dashes only: always a valid header value.
+    let id = HeaderValue::from_bytes(&new_request_id(rand::rng().random()))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
+    parts.headers.insert(REQUEST_ID, id.clone());
+    id
 }
 
 /// A UUID version 4 (variant 1) in its text form, from 128 random bits.

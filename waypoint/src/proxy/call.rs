@@ -108,6 +108,8 @@ impl Call<'_> {
             HashOutcome::NewCookie { set_cookie, .. } => Some(set_cookie.clone()),
             _ => None,
         };
+        let version = parts.version;
+        let mut parts = Some(parts);
         let mut body = Some(body);
         let mut attempt = 0;
         let mut _retry_permit = None;
@@ -174,11 +176,16 @@ impl Call<'_> {
                     None => return Err(no_healthy("the request body was already sent".into())),
                 },
             };
-            let request = Request::from_parts(parts.clone(), this_body);
-            tried.push(Arc::from(endpoint.uid.as_str()));
-            let outcome = self
-                .attempt(&target, parts.version, request, &cluster.pool)
-                .await;
+            // The last attempt the policy allows takes the head itself, earlier ones a copy.
+            let last = !can_retry || attempt >= self.retries.attempts;
+            let Some(head) = (if last { parts.take() } else { parts.clone() }) else {
+                return Err(no_healthy("the request was already sent".into()));
+            };
+            let request = Request::from_parts(head, this_body);
+            if !last {
+                tried.push(Arc::from(endpoint.uid.as_str()));
+            }
+            let outcome = self.attempt(&target, version, request, &cluster.pool).await;
             let (attempt_outcome, outlier_outcome) = match &outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -260,7 +267,8 @@ impl Call<'_> {
         }
     }
 
-    /// One attempt, bounded by the per-try timeout and the route's deadline.
+    /// One attempt, bounded by the per-try timeout and the route's deadline (the earlier
+    /// of the two; a per-try timeout that falls on the deadline counts as the per-try one).
     async fn attempt(
         &self,
         target: &Target,
@@ -268,21 +276,29 @@ impl Call<'_> {
         request: Request<crate::forward::Body>,
         pool: &Arc<upstream::ConnectionPool>,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let send = self.waypoint.upstreams.send(target, version, request, pool);
-        let per_try = async {
-            match self.per_try_timeout {
-                Some(t) => tokio::time::timeout(t, send)
-                    .await
-                    .map_err(|_| AttemptError::PerTryTimeout)?
-                    .map_err(AttemptError::Upstream),
-                None => send.await.map_err(AttemptError::Upstream),
-            }
+        let per_try = self
+            .per_try_timeout
+            .map(|t| (tokio::time::Instant::now() + t, AttemptError::PerTryTimeout));
+        let route = self.deadline.map(|at| (at, AttemptError::Deadline));
+        let limit = match (per_try, route) {
+            (Some(per_try), Some(route)) if route.0 < per_try.0 => Some(route),
+            (per_try, route) => per_try.or(route),
         };
-        match self.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, per_try)
+        // The upstream call is built inside each `await`, never held in a local: an async
+        // fn keeps a moved-from local's slot beside the future it was moved into, and this
+        // future is most of a request's state (which is moved, and allocated, per request).
+        let upstreams = &self.waypoint.upstreams;
+        match limit {
+            Some((at, expired)) => {
+                tokio::time::timeout_at(at, upstreams.send(target, version, request, pool))
+                    .await
+                    .map_err(|_| expired)?
+                    .map_err(AttemptError::Upstream)
+            }
+            None => upstreams
+                .send(target, version, request, pool)
                 .await
-                .map_err(|_| AttemptError::Deadline)?,
-            None => per_try.await,
+                .map_err(AttemptError::Upstream),
         }
     }
 

@@ -1,41 +1,50 @@
 //! One request's telemetry: Istio's request metrics and one access line (target
 //! `access`), written once the response is over.
 
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::state::Workload;
-use http::Version;
+use dataplane::state::{Service, Workload};
+use http::{HeaderValue, Method, Uri, Version};
 use tracing::info;
 
 use dataplane::telemetry::{TrafficLabels, WorkloadLabels, value};
 
-use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, UNKNOWN};
+use crate::metrics::{RequestLabels, RequestMetrics, SeriesKey, SeriesObjects, UNKNOWN};
 
-/// What is known about a request as it goes through the waypoint.
+/// What is known about a request as it goes through the waypoint. Cheap to fill in: the
+/// request's parts are shared (`Bytes`) or reference-counted, and the texts of the access
+/// line are only written out when it is.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub started: Instant,
-    pub method: String,
-    pub path: String,
-    pub authority: String,
+    pub method: Method,
+    /// The request target as received: path and query (and HTTP/2's authority).
+    pub uri: Uri,
+    /// The `Host` header as received (HTTP/1.1's authority).
+    pub host: Option<HeaderValue>,
     pub version: Version,
-    pub request_id: String,
+    /// `x-request-id` (visible ASCII: it was checked or generated).
+    pub request_id: HeaderValue,
     pub request_bytes: u64,
-    pub source_principal: Option<String>,
+    /// The client's SPIFFE identity, as a URI.
+    pub source_principal: Option<Arc<str>>,
     pub source: Option<Arc<Workload>>,
-    pub source_addr: Option<String>,
-    /// The destination service's hostname, name and namespace.
-    pub service: Option<(String, String, String)>,
+    pub source_addr: Option<IpAddr>,
+    /// The destination service.
+    pub service: Option<Arc<Service>>,
     /// The endpoint the request went to.
     pub upstream: Option<Arc<Workload>>,
-    pub upstream_addr: Option<String>,
-    pub route: Option<String>,
+    pub upstream_addr: Option<SocketAddr>,
+    /// The rule's name in access lines ([`crate::route::Route::log_name`]).
+    pub route: Option<Arc<str>>,
     pub status: u16,
     /// A gRPC request (`content-type: application/grpc...`): Istio's `request_protocol`.
     pub grpc: bool,
     /// From the response headers (trailers-only) or its trailers.
-    pub grpc_status: Option<String>,
+    pub grpc_status: Option<u32>,
     /// Envoy's response flags (`UO`, `UH`, `UF`, `UT`, `FI`, `DI`, `NC`), `-` for none.
     pub flags: Vec<&'static str>,
     /// Why the waypoint answered itself (denial, fault, no upstream), when it did.
@@ -43,12 +52,32 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn flags(&self) -> String {
+    /// Envoy's response flags, comma-separated; `-` for none.
+    pub fn flags(&self) -> std::borrow::Cow<'static, str> {
         if self.flags.is_empty() {
-            "-".to_owned()
+            "-".into()
         } else {
-            self.flags.join(",")
+            self.flags.join(",").into()
         }
+    }
+
+    /// The request's path and query (`/` when it had none).
+    pub fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The request's authority: the URI's, else the `Host` header (`-` for none).
+    pub fn authority(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host.as_ref()?.to_str().ok())
+            .unwrap_or("-")
+    }
+
+    /// `x-request-id`.
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
     }
 
     fn protocol(&self) -> &'static str {
@@ -74,9 +103,11 @@ impl RequestRecord {
                 source_workload_namespace: src.namespace,
                 source_principal: value(self.source_principal.as_deref()),
                 source_cluster: src.cluster,
-                destination_service: value(self.service.as_ref().map(|s| s.0.as_str())),
-                destination_service_name: value(self.service.as_ref().map(|s| s.1.as_str())),
-                destination_service_namespace: value(self.service.as_ref().map(|s| s.2.as_str())),
+                destination_service: value(self.service.as_ref().map(|s| s.hostname.as_str())),
+                destination_service_name: value(self.service.as_ref().map(|s| s.name.as_str())),
+                destination_service_namespace: value(
+                    self.service.as_ref().map(|s| s.namespace.as_str()),
+                ),
                 destination_app: dst.canonical_service.clone(),
                 destination_version: dst.canonical_revision.clone(),
                 destination_workload: dst.workload,
@@ -89,11 +120,11 @@ impl RequestRecord {
                     .map_or_else(|| UNKNOWN.to_owned(), |w| w.identity.to_string()),
                 destination_cluster: dst.cluster,
                 request_protocol: self.protocol().to_owned(),
-                response_flags: self.flags(),
+                response_flags: self.flags().into_owned(),
                 ..defaults.traffic
             },
             response_code: self.status.to_string(),
-            grpc_response_status: self.grpc_status.clone().unwrap_or_default(),
+            grpc_response_status: self.grpc_status.map(|s| s.to_string()).unwrap_or_default(),
         }
     }
 
@@ -101,22 +132,25 @@ impl RequestRecord {
     /// response body carried.
     pub fn finish(&self, metrics: &RequestMetrics, response_bytes: u64) {
         let millis = self.started.elapsed().as_secs_f64() * 1000.0;
+        let objects = SeriesObjects {
+            source: self.source.as_ref(),
+            upstream: self.upstream.as_ref(),
+            service: self.service.as_ref(),
+        };
+        let (source, upstream, service) = objects.addresses();
         let key = SeriesKey {
-            source: self.source.as_ref().map_or(0, |w| Arc::as_ptr(w) as usize),
-            upstream: self
-                .upstream
-                .as_ref()
-                .map_or(0, |w| Arc::as_ptr(w) as usize),
+            source,
+            upstream,
+            service,
             principal: self.source_principal.clone(),
-            service: self.service.as_ref().map(|s| s.0.clone()),
             status: self.status,
-            grpc_status: self.grpc_status.clone(),
+            grpc_status: self.grpc_status,
             flags: self.flags.clone(),
             grpc: self.grpc,
         };
         metrics.record_cached(
             key,
-            [self.source.as_ref(), self.upstream.as_ref()],
+            objects,
             || self.labels(),
             millis,
             self.request_bytes,
@@ -127,27 +161,89 @@ impl RequestRecord {
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
+        let grpc_status = self.grpc_status.map(|s| s.to_string());
+        let (mut src_addr, mut upstream) = (Text::default(), Text::default());
         info!(
             target: "access",
             method = %self.method,
-            path = %self.path,
-            authority = %self.authority,
+            path = %self.path(),
+            authority = %self.authority(),
             protocol = version,
             response_code = self.status,
-            grpc_status = self.grpc_status.as_deref().unwrap_or("-"),
+            grpc_status = grpc_status.as_deref().unwrap_or("-"),
             response_flags = %self.flags(),
             duration_ms = (millis * 1000.0).round() / 1000.0,
             bytes_received = self.request_bytes,
             bytes_sent = response_bytes,
-            request_id = %self.request_id,
+            request_id = %self.request_id(),
             route = self.route.as_deref().unwrap_or("default"),
-            src_addr = self.source_addr.as_deref().unwrap_or("-"),
+            src_addr = src_addr.or_dash(self.source_addr.as_ref()),
             src_identity = self.source_principal.as_deref().unwrap_or("-"),
-            dst_service = self.service.as_ref().map_or("-", |s| s.0.as_str()),
+            dst_service = self.service.as_ref().map_or("-", |s| s.hostname.as_str()),
             dst_workload = self.upstream.as_ref().map_or("-", |w| w.name.as_str()),
-            upstream = self.upstream_addr.as_deref().unwrap_or("-"),
+            upstream = upstream.or_dash(self.upstream_addr.as_ref()),
             detail = self.detail.as_deref().unwrap_or("-"),
             "request"
         );
+    }
+}
+
+/// An address written out without allocating (the longest, an IPv6 socket address with
+/// a zone, is 64 bytes).
+struct Text {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Text {
+    /// `value` as text, or `-` for none.
+    fn or_dash(&mut self, value: Option<&impl std::fmt::Display>) -> &str {
+        let Some(value) = value else { return "-" };
+        self.len = 0;
+        if write!(self, "{value}").is_err() {
+            return "-";
+        }
+        // Only whole `&str`s were copied in.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Text;
+    use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+
+    #[test]
+    fn addresses_are_written_in_full_or_as_a_dash() {
+        let v4: SocketAddr = "10.244.1.10:8080".parse().unwrap();
+        assert_eq!(Text::default().or_dash(Some(&v4)), "10.244.1.10:8080");
+        let ip = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        let longest = SocketAddr::V6(SocketAddrV6::new(ip, 65535, 0, u32::MAX));
+        let text = longest.to_string();
+        assert_eq!(Text::default().or_dash(Some(&longest)), text);
+        let ip: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(Text::default().or_dash(Some(&ip)), "fd00::1");
+        assert_eq!(Text::default().or_dash(None::<&IpAddr>), "-");
     }
 }

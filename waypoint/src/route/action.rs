@@ -1,5 +1,6 @@
 //! [`Route`]: what happens to a request a rule selected.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -16,6 +17,9 @@ use super::rewrite::Rewrite;
 pub struct Route {
     /// The rule's `name` (may be empty).
     pub name: String,
+    /// How access lines name the rule: its `name`, else `NAMESPACE/VIRTUALSERVICE#INDEX`
+    /// (the index among the VirtualService's mesh rules; set when the rule is kept).
+    pub log_name: Arc<str>,
     /// Forward, redirect or answer directly.
     pub action: Action,
     /// Path / authority rewrite before forwarding.

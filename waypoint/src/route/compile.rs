@@ -1,6 +1,7 @@
 //! [`compile`]: typed VirtualService -> [`CompiledVirtualService`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::config::VirtualService;
@@ -108,7 +109,12 @@ pub fn compile(
         }
         let route = route(http, &mut p, &path, cx);
         let applies = http.matches.is_empty() || !matches.is_empty();
-        if let Some(route) = route.filter(|_| applies && applies_to_mesh) {
+        if let Some(mut route) = route.filter(|_| applies && applies_to_mesh) {
+            route.log_name = if route.name.is_empty() {
+                format!("{}/{}#{}", p.namespace, p.name, rules.len()).into()
+            } else {
+                route.name.as_str().into()
+            };
             rules.push(Rule { matches, route });
         }
     }
@@ -320,6 +326,7 @@ fn route(http: &HttpRoute, p: &mut Problems, path: &str, cx: &CompileContext) ->
     }
     Some(Route {
         name: http.name.clone(),
+        log_name: Arc::from(""),
         action,
         rewrite,
         request_headers: HeaderOps::compile(request_ops, p, &format!("{path}.headers.request")),

@@ -78,9 +78,10 @@ impl Cors {
     }
 
     /// Adds `Access-Control-Allow-Origin` (the request's origin), `-Allow-Credentials`
-    /// and `-Expose-Headers` to the response of a request from an allowed origin.
-    pub fn apply_response(&self, req: &Parts, resp_headers: &mut HeaderMap) {
-        let Some(origin) = req.headers.get(ORIGIN) else {
+    /// and `-Expose-Headers` to the response of a request from an allowed origin
+    /// (`origin`: the request's `Origin` header).
+    pub fn apply_response(&self, origin: Option<&HeaderValue>, resp_headers: &mut HeaderMap) {
+        let Some(origin) = origin else {
             return;
         };
         if !origin.to_str().is_ok_and(|o| self.origin_allowed(o)) {
