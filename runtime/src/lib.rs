@@ -15,6 +15,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
+mod log_time;
+pub use log_time::civil_from_days;
 mod plain_fields;
 mod stderr;
 pub mod testing;
@@ -137,7 +139,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    // The same timestamps, written faster (log_time.rs).
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_timer(log_time::LogTime);
     match format {
         // The same text, written faster (plain_fields.rs).
         LogFormat::Text if !ansi => layer

@@ -24,6 +24,7 @@ use crate::upstream::Clusters;
 
 pub mod body;
 pub mod call;
+mod resolved;
 pub mod telemetry;
 
 use body::{MAX_BUFFERED, Metered, RequestBody, full};
@@ -323,7 +324,7 @@ async fn read_body(
 async fn forward(
     waypoint: &Waypoint,
     tunnel: &Tunnel,
-    config: &L7Config,
+    config: &Arc<L7Config>,
     upstream: Upstream,
     retries: RetryPolicy,
     per_try_timeout: Option<Duration>,

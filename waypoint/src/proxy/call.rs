@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::Waypoint;
 use super::body::RequestBody;
+use super::resolved::{self, Resolved};
 use crate::config::L7Config;
 use crate::context::{Endpoint, Source};
 use crate::forward::{Target, UpstreamError};
@@ -76,8 +77,8 @@ impl Failure {
 #[allow(missing_debug_implementations)]
 pub struct Call<'a> {
     pub waypoint: &'a Waypoint,
-    pub state: &'a WorkloadState,
-    pub config: &'a L7Config,
+    pub state: &'a Arc<WorkloadState>,
+    pub config: &'a Arc<L7Config>,
     pub source: &'a Source,
     pub upstream: Upstream,
     pub retries: RetryPolicy,
@@ -90,14 +91,11 @@ impl Call<'_> {
     /// Sends `parts` + `body`, retrying as the policy allows while the body can be sent
     /// again.
     pub async fn send(&self, parts: Parts, body: RequestBody) -> Result<Answer, Failure> {
-        let now = Instant::now();
-        let (endpoints, cluster_key, rule_host) = self.endpoints()?;
-        let policy = rule_host
-            .as_deref()
-            .and_then(|host| self.config.destination_rules.lookup(host))
-            .and_then(|rule| rule.traffic_policy(cluster_key.subset.as_deref(), cluster_key.port))
-            .unwrap_or_default();
-        let cluster = self.waypoint.clusters.get(&cluster_key, &policy, now);
+        let Resolved {
+            endpoints,
+            key: cluster_key,
+            cluster,
+        } = self.resolve()?;
         // Active until the response body is over (the permit travels with the answer).
         let permit = cluster.pool.try_request().map_err(overflowed)?;
         let hash = match cluster.load_balancer.policy() {
@@ -122,7 +120,7 @@ impl Call<'_> {
             }
             let mut healthy = match &cluster.outlier {
                 Some(outlier) => outlier.filter(&endpoints, now),
-                None => std::borrow::Cow::Borrowed(endpoints.as_slice()),
+                None => std::borrow::Cow::Borrowed(&endpoints[..]),
             };
             if self.retries.retry_ignore_previous_hosts
                 && !tried.is_empty()
@@ -299,6 +297,36 @@ impl Call<'_> {
                 .send(target, version, request, pool)
                 .await
                 .map_err(AttemptError::Upstream),
+        }
+    }
+
+    /// The upstream's endpoints, cluster key and cluster: for a service, as this thread
+    /// last resolved them under the same state and configuration.
+    fn resolve(&self) -> Result<Resolved, Failure> {
+        let resolve = || {
+            let (endpoints, key, rule_host) = self.endpoints()?;
+            let policy = rule_host
+                .as_deref()
+                .and_then(|host| self.config.destination_rules.lookup(host))
+                .and_then(|rule| rule.traffic_policy(key.subset.as_deref(), key.port))
+                .unwrap_or_default();
+            let cluster = self.waypoint.clusters.get(&key, &policy, Instant::now());
+            Ok(Resolved {
+                endpoints: endpoints.into(),
+                key: Arc::new(key),
+                cluster,
+            })
+        };
+        match &self.upstream {
+            Upstream::Service {
+                service,
+                subset,
+                port,
+            } => {
+                let against = (self.state, self.config, &self.waypoint.clusters);
+                resolved::cached(against, service, subset.as_deref(), *port, resolve)
+            }
+            Upstream::Workload { .. } => resolve(),
         }
     }
 
