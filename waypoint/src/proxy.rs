@@ -169,7 +169,7 @@ async fn process(
                 Ok(b) => b,
                 Err(reply) => return reply,
             };
-            let retries = RetryPolicy::istio_default();
+            let retries = RetryPolicy::istio_default_ref();
             forward(
                 waypoint, tunnel, &config, upstream, retries, None, None, parts, body, record,
             )
@@ -244,7 +244,7 @@ async fn routed(
                 .map(|()| full(Vec::new()));
         }
         Action::DirectResponse(direct) => return direct.response().map(full),
-        Action::Forward(forward) => forward.pick(&mut rand::rng()).clone(),
+        Action::Forward(forward) => forward.pick(&mut rand::rng()),
     };
     if let Some(rewrite) = &route.rewrite
         && let Err(e) = rewrite.apply(&matched, &mut parts)
@@ -279,10 +279,7 @@ async fn routed(
         mirror_request(waypoint, tunnel, config, mirror, &parts, &body);
     }
     // `None` means `attempts: 0` (an absent `retries` compiled to Istio's default).
-    let retries = route.retries.clone().unwrap_or(RetryPolicy {
-        attempts: 0,
-        ..RetryPolicy::istio_default()
-    });
+    let retries = route.retries.as_ref().unwrap_or(RetryPolicy::none());
     let per_try = retries.per_try_timeout;
     let deadline = route.timeout.map(|t| tokio::time::Instant::now() + t);
     // What the response needs of the request, kept before the request goes.
@@ -326,7 +323,7 @@ async fn forward(
     tunnel: &Tunnel,
     config: &Arc<L7Config>,
     upstream: Upstream,
-    retries: RetryPolicy,
+    retries: &RetryPolicy,
     per_try_timeout: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
     parts: Parts,
@@ -408,10 +405,7 @@ fn mirror_request(
             config: &config,
             source: &source,
             upstream,
-            retries: RetryPolicy {
-                attempts: 0,
-                ..RetryPolicy::istio_default()
-            },
+            retries: RetryPolicy::none(),
             per_try_timeout: None,
             deadline: Some(tokio::time::Instant::now() + MIRROR_TIMEOUT),
         };

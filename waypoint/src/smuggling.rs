@@ -190,6 +190,12 @@ impl Scanner {
                 }
                 State::Head | State::ChunkSize | State::ChunkEnd | State::Trailers => {
                     match bytes.iter().position(|b| *b == b'\n') {
+                        // A line read whole is looked at where it is.
+                        Some(end) if self.line.is_empty() => {
+                            let line = &bytes[..end];
+                            bytes = &bytes[end + 1..];
+                            self.state = self.on_line(line.strip_suffix(b"\r").unwrap_or(line));
+                        }
                         Some(end) => {
                             self.line.extend_from_slice(&bytes[..end]);
                             bytes = &bytes[end + 1..];

@@ -27,7 +27,7 @@ pub enum Upstream {
     /// A service's endpoints (optionally a subset), at one of its ports.
     Service {
         service: Arc<Service>,
-        subset: Option<String>,
+        subset: Option<Arc<str>>,
         port: u16,
     },
     /// One workload, addressed directly (workload traffic without a route).
@@ -81,7 +81,7 @@ pub struct Call<'a> {
     pub config: &'a Arc<L7Config>,
     pub source: &'a Source,
     pub upstream: Upstream,
-    pub retries: RetryPolicy,
+    pub retries: &'a RetryPolicy,
     pub per_try_timeout: Option<Duration>,
     /// When the whole request must be over (the route's timeout).
     pub deadline: Option<tokio::time::Instant>,
@@ -391,7 +391,7 @@ impl Call<'_> {
                     .collect();
                 let key = ClusterKey {
                     host: host.clone(),
-                    subset: subset.clone(),
+                    subset: subset.as_deref().map(str::to_owned),
                     port: *port,
                 };
                 Ok((endpoints, key, Some(host)))

@@ -65,7 +65,7 @@ pub struct WeightedDestination {
     /// The service FQDN (short names expanded).
     pub host: String,
     /// DestinationRule subset.
-    pub subset: Option<String>,
+    pub subset: Option<Arc<str>>,
     /// Service port; `None`: the port the request was sent to.
     pub port: Option<u16>,
     /// Relative weight; a single destination without a weight has 100; 0 is never picked.
@@ -82,7 +82,7 @@ pub struct MirrorTarget {
     /// The service FQDN.
     pub host: String,
     /// DestinationRule subset.
-    pub subset: Option<String>,
+    pub subset: Option<Arc<str>>,
     /// Service port; `None`: the port the request was sent to.
     pub port: Option<u16>,
     /// Share of requests mirrored, 0..=100 (default 100).

@@ -233,10 +233,10 @@ fn destination(
     d: Option<&vs::Destination>,
     p: &Problems,
     cx: &CompileContext,
-) -> (String, Option<String>, Option<u16>) {
+) -> (String, Option<Arc<str>>, Option<u16>) {
     let d = d.cloned().unwrap_or_default();
     let port = d.port.and_then(|port| u16::try_from(port.number).ok());
-    let subset = (!d.subset.is_empty()).then_some(d.subset);
+    let subset = (!d.subset.is_empty()).then(|| Arc::from(d.subset));
     (fqdn(&d.host, &p.namespace, &cx.domain_suffix), subset, port)
 }
 

@@ -1,5 +1,6 @@
 //! `retries`: when a failed attempt is tried again.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use api::config::parse_duration;
@@ -122,6 +123,21 @@ impl RetryOn {
 }
 
 impl RetryPolicy {
+    /// [`Self::istio_default`], made once.
+    pub fn istio_default_ref() -> &'static RetryPolicy {
+        static DEFAULT: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::istio_default);
+        &DEFAULT
+    }
+
+    /// No retries (`attempts: 0`), Istio's defaults otherwise; made once.
+    pub fn none() -> &'static RetryPolicy {
+        static NONE: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::istio_default()
+        });
+        &NONE
+    }
+
     /// Istio's policy for routes without `retries`: 2 retries on
     /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with
     /// 503 retriable, avoiding endpoints already tried.

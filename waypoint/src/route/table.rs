@@ -139,7 +139,13 @@ impl RouteTable {
         let Some(service) = &dest.service else {
             return self.ips.get(&dest.target.ip()).map(|vs| &**vs);
         };
-        let host = service.hostname.to_ascii_lowercase();
+        // Service hostnames are lower case already; copied only when one is not.
+        let host = &service.hostname;
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.as_str().into()
+        };
         let host = host.trim_end_matches('.');
         if let Some(vs) = self.exact.get(host) {
             return Some(vs);
