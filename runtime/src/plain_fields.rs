@@ -108,6 +108,15 @@ impl Visit for PlainVisitor<'_> {
         }
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.start(field) {
+            self.result = match thousandths(value) {
+                Some(text) => text.write(&mut self.writer),
+                None => write!(self.writer, "{value:?}"),
+            };
+        }
+    }
+
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.start(field) {
             self.result = self.writer.write_str(if value { "true" } else { "false" });
@@ -127,6 +136,54 @@ impl Visit for PlainVisitor<'_> {
             self.result = write!(self.writer, "{value:?}");
         }
     }
+}
+
+/// A number of thousandths, as `Debug` writes the `f64` it is (`0.931`, `12.5`, `3.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Thousandths {
+    negative: bool,
+    whole: u64,
+    /// 0..1000.
+    fraction: u64,
+}
+
+impl Thousandths {
+    fn write(self, w: &mut impl fmt::Write) -> fmt::Result {
+        if self.negative {
+            w.write_char('-')?;
+        }
+        write!(w, "{}.", self.whole)?;
+        if self.fraction == 0 {
+            return w.write_char('0');
+        }
+        // Trailing zeros dropped, as the shortest round-trip form has none.
+        let (digits, width) = match self.fraction {
+            f if f % 100 == 0 => (f / 100, 1),
+            f if f % 10 == 0 => (f / 10, 2),
+            f => (f, 3),
+        };
+        write!(w, "{digits:0width$}")
+    }
+}
+
+/// `value` as a whole number of thousandths, when it is exactly the `f64` nearest to one
+/// (a duration rounded to the microsecond, say) of at most 15 significant digits: then
+/// `Debug`'s shortest round-trip form is that decimal, written without the float
+/// formatting machinery. `None` for anything else (zero included, for its sign).
+fn thousandths(value: f64) -> Option<Thousandths> {
+    const LIMIT: f64 = 1e15;
+    let scaled = (value * 1000.0).round();
+    if value == 0.0 || !scaled.is_finite() || scaled.abs() >= LIMIT || scaled / 1000.0 != value {
+        return None;
+    }
+    // |scaled| < 1e15: exact as an integer.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = scaled.abs() as u64;
+    Some(Thousandths {
+        negative: value < 0.0,
+        whole: n / 1000,
+        fraction: n % 1000,
+    })
 }
 
 impl VisitOutput<fmt::Result> for PlainVisitor<'_> {

@@ -82,8 +82,21 @@ pub struct Endpoint {
     pub uid: Arc<str>,
     /// The endpoint's IP and the target port for the service port requested.
     pub addr: SocketAddr,
+    /// `addr` as text (for access lines).
+    pub addr_text: Arc<str>,
     /// Its pod's labels (DestinationRule subsets).
     pub labels: Arc<Labels>,
+}
+
+impl Endpoint {
+    pub fn new(uid: Arc<str>, addr: SocketAddr, labels: Arc<Labels>) -> Self {
+        Endpoint {
+            uid,
+            addr,
+            addr_text: addr.to_string().into(),
+            labels,
+        }
+    }
 }
 
 /// The request's authority: the URI's (HTTP/2 `:authority`, or an absolute-form HTTP/1.1

@@ -219,6 +219,7 @@ impl Inbound {
             target,
         };
         let principal = source.identity.as_ref().map(|i| Arc::from(i.to_string()));
+        let source_addr = source.ip.map(|ip| Arc::from(ip.to_string()));
         Ok(Tunnel {
             source,
             source_workload,
@@ -226,6 +227,7 @@ impl Inbound {
             target_service: service,
             target_workload: workload,
             principal,
+            source_addr,
         })
     }
 

@@ -56,6 +56,8 @@ pub struct Tunnel {
     /// The source's identity as a URI (telemetry's `source_principal`), written once per
     /// tunnel.
     pub principal: Option<Arc<str>>,
+    /// The client's IP as text (access lines' `src_addr`), written once per tunnel.
+    pub source_addr: Option<Arc<str>>,
 }
 
 /// `x-request-id`, added when the client sent none (as Envoy does).
@@ -79,7 +81,7 @@ pub async fn handle(
         request_bytes: 0,
         source_principal: tunnel.principal.clone(),
         source: tunnel.source_workload.clone(),
-        source_addr: tunnel.source.ip,
+        source_addr: tunnel.source_addr.clone(),
         service: tunnel.target_service.clone(),
         upstream: None,
         upstream_addr: None,
@@ -344,7 +346,7 @@ async fn forward(
     match call.send(parts, body).await {
         Ok(answer) => {
             record.upstream = Some(answer.endpoint);
-            record.upstream_addr = Some(answer.addr);
+            record.upstream_addr = Some(answer.addr_text);
             let (mut head, incoming) = answer.response.into_parts();
             if let Some(cookie) = answer.set_cookie {
                 head.headers.append(http::header::SET_COOKIE, cookie);
@@ -357,7 +359,7 @@ async fn forward(
             record.detail = Some(failure.detail);
             if let Some((workload, addr)) = failure.endpoint {
                 record.upstream = Some(workload);
-                record.upstream_addr = Some(addr);
+                record.upstream_addr = Some(addr.to_string().into());
             }
             local(failure.status, failure.body)
         }

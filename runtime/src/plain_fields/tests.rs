@@ -82,3 +82,80 @@ fn lines_are_the_same_as_the_default_fields_write_them() {
     }
     assert_eq!(plain, default);
 }
+
+#[test]
+fn thousandths_are_written_as_debug_writes_their_float() {
+    let mut values = vec![
+        0.001,
+        0.01,
+        0.1,
+        0.5,
+        0.931,
+        0.93,
+        0.9,
+        1.0,
+        1.5,
+        12.25,
+        12.125,
+        100.0,
+        999.999,
+        1000.001,
+        123_456.789,
+        4_000_000_000.5,
+        999_999_999_999.999,
+        -0.5,
+        -12.345,
+        -7.0,
+    ];
+    // Durations as the waypoint rounds them, over a spread of magnitudes.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let millis = (x % 10_000_000) as f64 / 997.0 * 10f64.powi((x % 7) as i32 - 3);
+        values.push((millis * 1000.0).round() / 1000.0);
+    }
+    let mut written = 0;
+    for v in &values {
+        let mut fast = String::new();
+        match thousandths(*v) {
+            Some(t) => t.write(&mut fast).unwrap(),
+            None => continue,
+        }
+        assert_eq!(fast, format!("{v:?}"), "{v}");
+        written += 1;
+    }
+    // Only those below 1e12 (15 digits with the thousandths) and above 0 take this way.
+    assert!(
+        written * 10 >= values.len() * 9,
+        "{written} of {}",
+        values.len()
+    );
+}
+
+#[test]
+fn other_floats_are_left_to_debug() {
+    for v in [
+        0.0,
+        -0.0,
+        0.1 + 0.2,
+        0.000_1,
+        1e-7,
+        1e15,
+        1e300,
+        f64::NAN,
+        f64::INFINITY,
+        f64::MIN_POSITIVE,
+    ] {
+        assert_eq!(thousandths(v), None, "{v:?}");
+    }
+    assert_eq!(
+        thousandths(0.125),
+        Some(Thousandths {
+            negative: false,
+            whole: 0,
+            fraction: 125
+        })
+    );
+}

@@ -43,6 +43,8 @@ pub struct Answer {
     pub response: Response<Incoming>,
     pub endpoint: Arc<Workload>,
     pub addr: SocketAddr,
+    /// `addr` as text (for access lines).
+    pub addr_text: Arc<str>,
     /// A `Set-Cookie` to add (a generated consistent-hash cookie).
     pub set_cookie: Option<HeaderValue>,
     /// The request's slot in the cluster's `http2MaxRequests`: hold it until the
@@ -137,16 +139,16 @@ impl Call<'_> {
             let pick = cluster
                 .load_balancer
                 .pick(&healthy, hash.hash(), &mut rand::rng());
-            let (endpoint, addr, _active) = match pick {
+            let (endpoint, addr, addr_text, _active) = match pick {
                 Pick::Endpoint(i, active) => {
                     let e = &healthy[i];
                     match self.state.workload(&e.uid) {
-                        Some(w) => (w.clone(), e.addr, Some(active)),
+                        Some(w) => (w.clone(), e.addr, e.addr_text.clone(), Some(active)),
                         None => return Err(no_healthy(format!("endpoint {} is gone", e.uid))),
                     }
                 }
                 Pick::Passthrough => match self.passthrough() {
-                    Some((w, addr)) => (w, addr, None),
+                    Some((w, addr)) => (w, addr, addr.to_string().into(), None),
                     None => {
                         return Err(no_healthy(
                             "no original destination to pass through to".into(),
@@ -254,6 +256,7 @@ impl Call<'_> {
                     response,
                     endpoint,
                     addr,
+                    addr_text,
                     set_cookie,
                     permit,
                 }),
@@ -335,11 +338,11 @@ impl Call<'_> {
     fn endpoints(&self) -> Result<(Vec<Endpoint>, ClusterKey, Option<String>), Failure> {
         match &self.upstream {
             Upstream::Workload { workload, addr } => {
-                let endpoint = Endpoint {
-                    uid: Arc::from(workload.uid.as_str()),
-                    addr: *addr,
-                    labels: workload.labels.clone(),
-                };
+                let endpoint = Endpoint::new(
+                    Arc::from(workload.uid.as_str()),
+                    *addr,
+                    workload.labels.clone(),
+                );
                 let key = ClusterKey {
                     host: addr.ip().to_string(),
                     subset: None,
@@ -382,11 +385,11 @@ impl Call<'_> {
                     })
                     .filter_map(|w| {
                         let target = service.target_port(w, *port)?;
-                        Some(Endpoint {
-                            uid: Arc::from(w.uid.as_str()),
-                            addr: SocketAddr::new(w.addresses[0], target),
-                            labels: w.labels.clone(),
-                        })
+                        Some(Endpoint::new(
+                            Arc::from(w.uid.as_str()),
+                            SocketAddr::new(w.addresses[0], target),
+                            w.labels.clone(),
+                        ))
                     })
                     .collect();
                 let key = ClusterKey {

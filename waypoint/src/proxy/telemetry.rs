@@ -1,8 +1,6 @@
 //! One request's telemetry: Istio's request metrics and one access line (target
 //! `access`), written once the response is over.
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,12 +30,14 @@ pub struct RequestRecord {
     /// The client's SPIFFE identity, as a URI.
     pub source_principal: Option<Arc<str>>,
     pub source: Option<Arc<Workload>>,
-    pub source_addr: Option<IpAddr>,
+    /// The client's IP.
+    pub source_addr: Option<Arc<str>>,
     /// The destination service.
     pub service: Option<Arc<Service>>,
     /// The endpoint the request went to.
     pub upstream: Option<Arc<Workload>>,
-    pub upstream_addr: Option<SocketAddr>,
+    /// The endpoint's `IP:port`.
+    pub upstream_addr: Option<Arc<str>>,
     /// The rule's name in access lines ([`crate::route::Route::log_name`]).
     pub route: Option<Arc<str>>,
     pub status: u16,
@@ -162,7 +162,6 @@ impl RequestRecord {
             _ => "HTTP/1.1",
         };
         let grpc_status = self.grpc_status.map(|s| s.to_string());
-        let (mut src_addr, mut upstream) = (Text::default(), Text::default());
         info!(
             target: "access",
             method = %self.method,
@@ -177,73 +176,13 @@ impl RequestRecord {
             bytes_sent = response_bytes,
             request_id = %self.request_id(),
             route = self.route.as_deref().unwrap_or("default"),
-            src_addr = src_addr.or_dash(self.source_addr.as_ref()),
+            src_addr = self.source_addr.as_deref().unwrap_or("-"),
             src_identity = self.source_principal.as_deref().unwrap_or("-"),
             dst_service = self.service.as_ref().map_or("-", |s| s.hostname.as_str()),
             dst_workload = self.upstream.as_ref().map_or("-", |w| w.name.as_str()),
-            upstream = upstream.or_dash(self.upstream_addr.as_ref()),
+            upstream = self.upstream_addr.as_deref().unwrap_or("-"),
             detail = self.detail.as_deref().unwrap_or("-"),
             "request"
         );
-    }
-}
-
-/// An address written out without allocating (the longest, an IPv6 socket address with
-/// a zone, is 64 bytes).
-struct Text {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Text {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-}
-
-impl Text {
-    /// `value` as text, or `-` for none.
-    fn or_dash(&mut self, value: Option<&impl std::fmt::Display>) -> &str {
-        let Some(value) = value else { return "-" };
-        self.len = 0;
-        if write!(self, "{value}").is_err() {
-            return "-";
-        }
-        // Only whole `&str`s were copied in.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
-    }
-}
-
-impl std::fmt::Write for Text {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Text;
-    use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-
-    #[test]
-    fn addresses_are_written_in_full_or_as_a_dash() {
-        let v4: SocketAddr = "10.244.1.10:8080".parse().unwrap();
-        assert_eq!(Text::default().or_dash(Some(&v4)), "10.244.1.10:8080");
-        let ip = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap();
-        let longest = SocketAddr::V6(SocketAddrV6::new(ip, 65535, 0, u32::MAX));
-        let text = longest.to_string();
-        assert_eq!(Text::default().or_dash(Some(&longest)), text);
-        let ip: IpAddr = "fd00::1".parse().unwrap();
-        assert_eq!(Text::default().or_dash(Some(&ip)), "fd00::1");
-        assert_eq!(Text::default().or_dash(None::<&IpAddr>), "-");
     }
 }

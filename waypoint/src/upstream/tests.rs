@@ -55,11 +55,7 @@ fn endpoint(i: usize, labels: &[(&str, &str)]) -> Endpoint {
     let addr: SocketAddr = format!("10.0.{}.{}:9080", i / 250, i % 250 + 1)
         .parse()
         .expect("address");
-    Endpoint {
-        uid: format!("pod-{i}").into(),
-        addr,
-        labels: Arc::new(labels),
-    }
+    Endpoint::new(format!("pod-{i}").into(), addr, Arc::new(labels))
 }
 
 /// `n` endpoints `pod-0..n` without labels.
