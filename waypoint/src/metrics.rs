@@ -82,14 +82,15 @@ pub struct RequestMetrics {
 }
 
 /// What decides a request's label set, as cheap values: the source and upstream
-/// workloads and the destination service by allocation (each remembered key holds
-/// those allocations), the principal, response code, gRPC status, flags and protocol.
+/// workloads, the destination service and the source principal by allocation (each
+/// remembered key holds those allocations), the response code, gRPC status, flags and
+/// protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub source: usize,
     pub upstream: usize,
     pub service: usize,
-    pub principal: Option<Arc<str>>,
+    pub principal: usize,
     pub status: u16,
     pub grpc_status: Option<u32>,
     pub flags: Vec<&'static str>,
@@ -97,25 +98,28 @@ pub struct SeriesKey {
 }
 
 /// The objects whose allocations a [`SeriesKey`] names: the source and upstream
-/// workloads, and the destination service.
+/// workloads, the destination service and the source principal.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeriesObjects<'a> {
     pub source: Option<&'a Arc<Workload>>,
     pub upstream: Option<&'a Arc<Workload>>,
     pub service: Option<&'a Arc<Service>>,
+    pub principal: Option<&'a Arc<str>>,
 }
 
 impl SeriesObjects<'_> {
-    /// Their allocations' addresses (0 for none), for a [`SeriesKey`].
-    pub fn addresses(&self) -> (usize, usize, usize) {
-        fn address<T>(object: Option<&Arc<T>>) -> usize {
-            object.map_or(0, |o| Arc::as_ptr(o) as usize)
+    /// Their allocations' addresses (0 for none), for a [`SeriesKey`]: source, upstream,
+    /// service, principal.
+    pub fn addresses(&self) -> [usize; 4] {
+        fn address<T: ?Sized>(object: Option<&Arc<T>>) -> usize {
+            object.map_or(0, |o| Arc::as_ptr(o).cast::<()>() as usize)
         }
-        (
+        [
             address(self.source),
             address(self.upstream),
             address(self.service),
-        )
+            address(self.principal),
+        ]
     }
 }
 
@@ -126,6 +130,7 @@ struct Series {
     /// the key is remembered.
     _workloads: [Option<Weak<Workload>>; 2],
     _service: Option<Weak<Service>>,
+    _principal: Option<Weak<str>>,
     requests: Counter,
     duration: Histogram,
     request_bytes: Histogram,
@@ -204,6 +209,7 @@ impl RequestMetrics {
                         _workloads: [objects.source, objects.upstream]
                             .map(|w| w.map(Arc::downgrade)),
                         _service: objects.service.map(Arc::downgrade),
+                        _principal: objects.principal.map(Arc::downgrade),
                         requests: self.requests.get_or_create(&labels).clone(),
                         duration: self.duration.get_or_create(&labels).clone(),
                         request_bytes: self.request_bytes.get_or_create(&labels).clone(),
@@ -241,7 +247,7 @@ mod tests {
             source: 0,
             upstream: 0,
             service: 0,
-            principal: None,
+            principal: 0,
             status: 503,
             grpc_status: None,
             flags: vec!["UO"],
@@ -291,7 +297,7 @@ mod tests {
             source: 0,
             upstream: 0,
             service: 0,
-            principal: Some("spiffe://cluster.local/ns/shop/sa/client".into()),
+            principal: 0,
             status,
             grpc_status: None,
             flags: Vec::new(),

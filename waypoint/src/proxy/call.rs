@@ -116,12 +116,11 @@ impl Call<'_> {
         // Endpoints already tried, avoided by retries (`retryIgnorePreviousHosts`).
         let mut tried: Vec<Arc<str>> = Vec::new();
         loop {
-            let now = Instant::now();
-            if let Some(outlier) = &cluster.outlier {
-                outlier.set_hosts(&endpoints);
-            }
             let mut healthy = match &cluster.outlier {
-                Some(outlier) => outlier.filter(&endpoints, now),
+                Some(outlier) => {
+                    outlier.set_hosts(&endpoints);
+                    outlier.filter(&endpoints, Instant::now())
+                }
                 None => std::borrow::Cow::Borrowed(&endpoints[..]),
             };
             if self.retries.retry_ignore_previous_hosts

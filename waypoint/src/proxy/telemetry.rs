@@ -136,13 +136,14 @@ impl RequestRecord {
             source: self.source.as_ref(),
             upstream: self.upstream.as_ref(),
             service: self.service.as_ref(),
+            principal: self.source_principal.as_ref(),
         };
-        let (source, upstream, service) = objects.addresses();
+        let [source, upstream, service, principal] = objects.addresses();
         let key = SeriesKey {
             source,
             upstream,
             service,
-            principal: self.source_principal.clone(),
+            principal,
             status: self.status,
             grpc_status: self.grpc_status,
             flags: self.flags.clone(),
