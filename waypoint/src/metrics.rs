@@ -125,9 +125,9 @@ impl SeriesObjects<'_> {
 
 #[derive(Debug)]
 struct Series {
-    /// The workloads and service the key's addresses are: held (weakly: the allocation,
-    /// not the object) so that no other object can be allocated at those addresses while
-    /// the key is remembered.
+    /// The workloads, service and principal the key's addresses are: held (weakly: the
+    /// allocation, not the object) so that no other object can be allocated at those
+    /// addresses while the key is remembered.
     _workloads: [Option<Weak<Workload>>; 2],
     _service: Option<Weak<Service>>,
     _principal: Option<Weak<str>>,
