@@ -195,6 +195,11 @@ pub async fn serve(
     let workers = Workers::start(servers, &connections, &stop, &mut registry)?;
 
     let registry = Arc::new(registry);
+    tasks.push(tokio::spawn(prune_clusters(
+        state.clone(),
+        clusters.clone(),
+        stop.clone(),
+    )));
     tasks.push(tokio::spawn(serve_http(
         "metrics",
         metrics_listener,
@@ -306,4 +311,27 @@ fn drain_timeout() -> std::time::Duration {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 1.0);
     std::time::Duration::from_secs_f64(grace.map_or(29.0, |s| s - 1.0))
+}
+
+/// After every workload-state update, drops the clusters of services and workloads that
+/// are gone, so that churn does not grow the cluster table; ends on `stop`.
+async fn prune_clusters(
+    state: Arc<dataplane::state::StateStore>,
+    clusters: Arc<Clusters>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut changes = state.subscribe();
+    let stopped = runtime::stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = &mut stopped => return,
+        }
+        clusters.retain_known(&state.snapshot());
+    }
 }

@@ -1,8 +1,11 @@
 //! Per-cluster runtime state, keyed by (host, subset, port).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use dataplane::state::WorkloadState;
 
 use super::lb::LoadBalancer;
 use super::outlier::OutlierDetector;
@@ -78,6 +81,17 @@ impl Clusters {
         let cluster = Arc::new(Cluster::new(policy.clone(), now));
         map.insert(key.clone(), cluster.clone());
         cluster
+    }
+
+    /// Drops the clusters of services and workloads that `state` no longer has (their
+    /// load-balancer, outlier and connection-pool state with them; a cluster still in use
+    /// lives on with its users, and one needed again starts afresh).
+    pub fn retain_known(&self, state: &WorkloadState) {
+        self.retain(|key| match key.host.parse::<IpAddr>() {
+            // A workload addressed directly: its cluster is named by its IP.
+            Ok(ip) => state.workload_by_ip(ip).is_some(),
+            Err(_) => state.service_by_hostname(&key.host).is_some(),
+        });
     }
 
     /// Keeps only the clusters for which `keep` is true (to drop removed services).

@@ -162,3 +162,51 @@ fn clusters_share_state_until_the_policy_changes() {
     clusters.retain(|k| k.subset.is_some());
     assert_eq!(clusters.len(), 1);
 }
+
+#[test]
+fn clusters_of_services_and_workloads_that_left_the_state_are_dropped() {
+    use dataplane::state::{Service, Workload, WorkloadState};
+
+    use crate::upstream::{ClusterKey, Clusters, TrafficPolicy};
+
+    let service = |name: &str| Service {
+        name: name.into(),
+        namespace: "shop".into(),
+        hostname: format!("{name}.shop.svc.cluster.local"),
+        vips: vec![],
+        ports: [(80, 8080)].into_iter().collect(),
+        waypoint: None,
+    };
+    let pod = Workload::pod("cart-1", "shop", "cart", "10.244.0.7".parse().unwrap()).unwrap();
+    let key = |host: &str, subset: Option<&str>| ClusterKey {
+        host: host.into(),
+        subset: subset.map(str::to_owned),
+        port: 80,
+    };
+    let clusters = Clusters::new();
+    let now = std::time::Instant::now();
+    let policy = TrafficPolicy::default();
+    for k in [
+        key("reviews.shop.svc.cluster.local", None),
+        key("reviews.shop.svc.cluster.local", Some("v1")),
+        key("ratings.shop.svc.cluster.local", None),
+        key("10.244.0.7", None),
+        key("10.244.0.8", None),
+    ] {
+        let _ = clusters.get(&k, &policy, now);
+    }
+    let before = WorkloadState::new(
+        vec![pod.clone()],
+        vec![service("reviews"), service("ratings")],
+    )
+    .unwrap();
+    clusters.retain_known(&before);
+    assert_eq!(
+        clusters.len(),
+        4,
+        "only the unknown workload's cluster goes"
+    );
+    let after = WorkloadState::new(vec![], vec![service("reviews")]).unwrap();
+    clusters.retain_known(&after);
+    assert_eq!(clusters.len(), 2, "reviews and its subset stay");
+}
