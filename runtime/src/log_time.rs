@@ -31,10 +31,10 @@ impl FormatTime for LogTime {
 }
 
 /// Writes the time `since_epoch` after 1970-01-01 as tracing-subscriber does.
-fn write_time(w: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Result {
+fn write_time(w: &mut Writer<'_>, since_epoch: Duration) -> fmt::Result {
     let seconds = since_epoch.as_secs();
     let micros = since_epoch.subsec_micros();
-    SECOND.with(|cell| {
+    let cached = SECOND.try_with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != seconds {
             let (second, text) = &mut *cached;
@@ -44,7 +44,16 @@ fn write_time(w: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Result {
         }
         w.write_str(&cached.1)?;
         write!(w, ".{micros:06}Z")
-    })
+    });
+    match cached {
+        Ok(written) => written,
+        // A line logged while this thread's locals are torn down: without the cache.
+        Err(_) => {
+            let mut second = String::new();
+            write_second(&mut second, seconds)?;
+            write!(w, "{second}.{micros:06}Z")
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for `seconds` after the epoch (a year past 9999 as `+YYYYY`).

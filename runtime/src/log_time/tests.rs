@@ -7,7 +7,11 @@ use super::{LogTime, write_time};
 
 fn at(seconds: u64, micros: u32) -> String {
     let mut out = String::new();
-    write_time(&mut out, Duration::new(seconds, micros * 1000)).unwrap();
+    write_time(
+        &mut Writer::new(&mut out),
+        Duration::new(seconds, micros * 1000),
+    )
+    .unwrap();
     out
 }
 
