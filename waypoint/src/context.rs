@@ -102,11 +102,17 @@ impl Endpoint {
 /// The request's authority: the URI's (HTTP/2 `:authority`, or an absolute-form HTTP/1.1
 /// target), else the `Host` header.
 pub fn authority(parts: &http::request::Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
+    authority_of(&parts.uri, parts.headers.get(http::header::HOST))
+}
+
+/// [`authority`] from a request's URI and `Host` header.
+pub fn authority_of<'a>(
+    uri: &'a http::Uri,
+    host: Option<&'a http::HeaderValue>,
+) -> Option<&'a str> {
+    uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
+        .or_else(|| host?.to_str().ok())
 }
 
 /// A Kubernetes service host in full: `a` -> `a.NS.svc.SUFFIX` (in the namespace `ns` of

@@ -68,11 +68,7 @@ impl RequestRecord {
 
     /// The request's authority: the URI's, else the `Host` header (`-` for none).
     pub fn authority(&self) -> &str {
-        self.uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| self.host.as_ref()?.to_str().ok())
-            .unwrap_or("-")
+        crate::context::authority_of(&self.uri, self.host.as_ref()).unwrap_or("-")
     }
 
     /// `x-request-id`.
