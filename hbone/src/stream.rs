@@ -114,7 +114,13 @@ impl AsyncWrite for H2Stream {
         loop {
             // Capacity left over from an earlier reservation is usable now; `poll_capacity`
             // only wakes on *new* capacity, so it must not be the first thing we ask.
-            let available = self.send.capacity();
+            let mut available = self.send.capacity();
+            if available == 0 {
+                // A reservation is granted at once from the connection's window when it
+                // has room, so ask again before waiting.
+                self.send.reserve_capacity(want);
+                available = self.send.capacity();
+            }
             if available > 0 {
                 let n = available.min(want);
                 let this = &mut *self;
@@ -124,7 +130,6 @@ impl AsyncWrite for H2Stream {
                 this.send.send_data(frame, false).map_err(h2_to_io)?;
                 return Poll::Ready(Ok(n));
             }
-            self.send.reserve_capacity(want);
             match ready!(self.send.poll_capacity(cx)) {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use dataplane::state::Workload;
 use hbone::Identity;
 
 /// Kubernetes labels.
@@ -80,6 +81,8 @@ impl Destination {
 pub struct Endpoint {
     /// The workload uid (stable across updates).
     pub uid: Arc<str>,
+    /// The workload, as the state it was found in has it.
+    pub workload: Arc<Workload>,
     /// The endpoint's IP and the target port for the service port requested.
     pub addr: SocketAddr,
     /// `addr` as text (for access lines).
@@ -89,12 +92,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(uid: Arc<str>, addr: SocketAddr, labels: Arc<Labels>) -> Self {
+    /// `workload`, reached at `addr`.
+    pub fn new(workload: Arc<Workload>, addr: SocketAddr) -> Self {
         Endpoint {
-            uid,
+            uid: Arc::from(workload.uid.as_str()),
             addr,
             addr_text: addr.to_string().into(),
-            labels,
+            labels: workload.labels.clone(),
+            workload,
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod call;
 mod resolved;
 pub mod telemetry;
 
-use body::{MAX_BUFFERED, Metered, RequestBody, full};
+use body::{MAX_BUFFERED, Metered, RequestBody, ResponseBody, full};
 use call::{Call, Upstream};
 use telemetry::RequestRecord;
 
@@ -61,7 +61,7 @@ pub struct Tunnel {
 }
 
 /// `x-request-id`, added when the client sent none (as Envoy does).
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Handles one request from `tunnel`. Never fails: problems become local replies.
 pub async fn handle(
@@ -100,7 +100,7 @@ pub async fn handle(
 fn finish(
     waypoint: &Waypoint,
     mut record: RequestRecord,
-    response: Response<Body>,
+    response: Response<ResponseBody>,
 ) -> Response<Body> {
     record.status = response.status().as_u16();
     if record.grpc_status.is_none() && is_grpc(response.headers()) {
@@ -125,7 +125,7 @@ async fn process(
     mut parts: Parts,
     body: Incoming,
     record: &mut RequestRecord,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let config = waypoint.config.current();
     let dest = &tunnel.destination;
     // Authentication: a present but invalid token is refused; none is anonymous.
@@ -137,7 +137,7 @@ async fn process(
         Ok(auth) => auth,
         Err(e) => {
             record.detail = Some(e.to_string());
-            return local(e.status(), e.body());
+            return reply(e.status(), e.body());
         }
     };
     let verdict = config.policies.evaluate(
@@ -157,7 +157,7 @@ async fn process(
     }
     if let Verdict::Denied { policy, reason, .. } = &verdict {
         record.detail = Some(format!("denied by {policy} ({reason:?})"));
-        return local(StatusCode::FORBIDDEN, authz::DENIED_BODY);
+        return reply(StatusCode::FORBIDDEN, authz::DENIED_BODY);
     }
     let matched = config.routes.route(dest, &parts, &tunnel.source);
     match matched {
@@ -182,7 +182,10 @@ async fn process(
 
 /// The route without a VirtualService: the service addressed, or the workload.
 #[allow(clippy::result_large_err)]
-fn default_upstream(waypoint: &Waypoint, tunnel: &Tunnel) -> Result<Upstream, Response<Body>> {
+fn default_upstream(
+    waypoint: &Waypoint,
+    tunnel: &Tunnel,
+) -> Result<Upstream, Response<ResponseBody>> {
     let dest = &tunnel.destination;
     if let Some(service) = &dest.service {
         let state = waypoint.state.snapshot();
@@ -192,7 +195,7 @@ fn default_upstream(waypoint: &Waypoint, tunnel: &Tunnel) -> Result<Upstream, Re
                 subset: None,
                 port: dest.port(),
             }),
-            None => Err(local(
+            None => Err(reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream",
             )),
@@ -203,7 +206,7 @@ fn default_upstream(waypoint: &Waypoint, tunnel: &Tunnel) -> Result<Upstream, Re
             workload: workload.clone(),
             addr: dest.target,
         }),
-        None => Err(local(
+        None => Err(reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
         )),
@@ -219,13 +222,13 @@ async fn routed(
     mut parts: Parts,
     body: Incoming,
     record: &mut RequestRecord,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let route = matched.route;
     record.route = Some(route.log_name.clone());
     if let Some(cors) = &route.cors
         && let Some(preflight) = cors.preflight(&parts)
     {
-        return preflight.map(|()| full(Vec::new()));
+        return preflight.map(|()| full(Vec::new()).into());
     }
     if let Some(fault) = &route.fault {
         let decision = fault.decide(&mut rand::rng());
@@ -236,23 +239,23 @@ async fn routed(
         if let Some(abort) = decision.abort {
             record.flags.push("FI");
             record.detail = Some("fault filter abort".into());
-            return abort.response().map(|()| full("fault filter abort"));
+            return abort.response().map(|()| full("fault filter abort").into());
         }
     }
     let destination = match &route.action {
         Action::Redirect(redirect) => {
             return redirect
                 .response(&parts, tunnel.destination.port())
-                .map(|()| full(Vec::new()));
+                .map(|()| full(Vec::new()).into());
         }
-        Action::DirectResponse(direct) => return direct.response().map(full),
+        Action::DirectResponse(direct) => return direct.response().map(|b| full(b).into()),
         Action::Forward(forward) => forward.pick(&mut rand::rng()),
     };
     if let Some(rewrite) = &route.rewrite
         && let Err(e) = rewrite.apply(&matched, &mut parts)
     {
         record.detail = Some(format!("rewrite failed: {e}"));
-        return local(
+        return reply(
             StatusCode::BAD_REQUEST,
             "rewrite produced an invalid request",
         );
@@ -263,7 +266,7 @@ async fn routed(
     let Some(service) = state.service_by_hostname(&destination.host) else {
         record.flags.push("NC");
         record.detail = Some(format!("no service {}", destination.host));
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     record.service = Some(service.clone());
     let upstream = Upstream::Service {
@@ -305,7 +308,7 @@ async fn routed(
 async fn read_body(
     body: Incoming,
     record: &mut RequestRecord,
-) -> Result<RequestBody, Response<Body>> {
+) -> Result<RequestBody, Response<ResponseBody>> {
     match RequestBody::read(body, MAX_BUFFERED).await {
         Ok(b) => {
             record.request_bytes = b.len() as u64;
@@ -313,7 +316,7 @@ async fn read_body(
         }
         Err(e) => {
             record.detail = Some(format!("reading the request body: {e}"));
-            Err(local(StatusCode::BAD_REQUEST, "bad request body"))
+            Err(reply(StatusCode::BAD_REQUEST, "bad request body"))
         }
     }
 }
@@ -331,7 +334,7 @@ async fn forward(
     parts: Parts,
     body: RequestBody,
     record: &mut RequestRecord,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let state = waypoint.state.snapshot();
     let call = Call {
         waypoint,
@@ -351,8 +354,7 @@ async fn forward(
             if let Some(cookie) = answer.set_cookie {
                 head.headers.append(http::header::SET_COOKIE, cookie);
             }
-            let body = incoming.map_err(|e| Box::new(e) as crate::forward::BoxError);
-            Response::from_parts(head, body::guarded(body.boxed_unsync(), answer.permit))
+            Response::from_parts(head, ResponseBody::upstream(incoming, answer.permit))
         }
         Err(failure) => {
             record.flags.push(failure.flag);
@@ -361,7 +363,7 @@ async fn forward(
                 record.upstream = Some(workload);
                 record.upstream_addr = Some(addr.to_string().into());
             }
-            local(failure.status, failure.body)
+            reply(failure.status, failure.body)
         }
     }
 }
@@ -434,6 +436,11 @@ pub fn local(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// [`local`], as the response the request path returns.
+fn reply(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    local(status, body).map(ResponseBody::Local)
+}
+
 fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
@@ -443,13 +450,15 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 
 /// The request's `x-request-id`, generated (a random UUID) when missing or not text.
 fn ensure_request_id(parts: &mut Parts) -> HeaderValue {
-    if let Some(id) = parts.headers.get(REQUEST_ID)
+    if let Some(id) = parts.headers.get(&REQUEST_ID)
         && id.to_str().is_ok()
     {
         return id.clone();
     }
-    // Hex digits and dashes only: always a valid header value.
-    let id = HeaderValue::from_bytes(&new_request_id(rand::rng().random()))
+    // Hex digits and dashes only: always a valid header value. Owned by its `Bytes`, so
+    // the copy kept for the access line shares it.
+    let id = new_request_id(rand::rng().random());
+    let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
     parts.headers.insert(REQUEST_ID, id.clone());
     id

@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::forward::{Body, BoxError};
+use crate::upstream::RequestPermit;
 
 /// Request bodies up to this size are kept for retries and mirrors (Envoy's default
 /// buffer limit per request is 1 MiB too).
@@ -108,6 +109,10 @@ impl RequestBody {
 }
 
 fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Body {
+    if data.is_empty() && trailers.is_none() {
+        // Zero-sized: boxing it allocates nothing (most requests have no body).
+        return Empty::new().map_err(|never| match never {}).boxed_unsync();
+    }
     let full = Full::new(data).map_err(|never| match never {});
     match trailers {
         Some(t) => full
@@ -149,34 +154,99 @@ impl HttpBody for Prefixed {
     }
 }
 
-/// What [`Metered`] calls once the body is over: with its byte count and its trailers
-/// (if it had some).
-type OnEnd = Box<dyn FnOnce(u64, Option<&HeaderMap>) + Send>;
-
-/// A response body that counts its bytes and calls `on_end` with the count (and the
-/// trailers) once it is over: read to its end, failed, or dropped by the client.
-pub struct Metered {
-    inner: Body,
-    bytes: u64,
-    trailers: Option<HeaderMap>,
-    on_end: Option<OnEnd>,
+/// A response body on its way to the client: the waypoint's own reply, or an upstream's
+/// with the request's slot in its cluster's pool (`http2MaxRequests`), held until the body
+/// is dropped. Not boxed: a request's response costs one allocation, its [`Metered`].
+pub enum ResponseBody {
+    Local(Body),
+    Upstream {
+        body: Incoming,
+        permit: RequestPermit,
+    },
 }
 
-impl std::fmt::Debug for Metered {
+impl ResponseBody {
+    /// An upstream's body, holding `permit` while it lives.
+    pub fn upstream(body: Incoming, permit: RequestPermit) -> Self {
+        ResponseBody::Upstream { body, permit }
+    }
+}
+
+impl From<Body> for ResponseBody {
+    fn from(body: Body) -> Self {
+        ResponseBody::Local(body)
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Local(_) => f.write_str("ResponseBody::Local"),
+            ResponseBody::Upstream { permit, .. } => f
+                .debug_struct("ResponseBody::Upstream")
+                .field("permit", permit)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Local(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Upstream { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Local(body) => body.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Local(body) => body.size_hint(),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// A response body that counts its bytes and calls `on_end` with the count (and the
+/// trailers, if it had some) once it is over: read to its end, failed, or dropped by the
+/// client.
+pub struct Metered<F: FnOnce(u64, Option<&HeaderMap>)> {
+    inner: ResponseBody,
+    bytes: u64,
+    trailers: Option<HeaderMap>,
+    on_end: Option<F>,
+}
+
+impl<F: FnOnce(u64, Option<&HeaderMap>)> std::fmt::Debug for Metered<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metered")
+            .field("inner", &self.inner)
             .field("bytes", &self.bytes)
             .finish()
     }
 }
 
-impl Metered {
-    pub fn new(inner: Body, on_end: impl FnOnce(u64, Option<&HeaderMap>) + Send + 'static) -> Self {
+impl<F: FnOnce(u64, Option<&HeaderMap>)> Metered<F> {
+    pub fn new(inner: ResponseBody, on_end: F) -> Self {
         Metered {
             inner,
             bytes: 0,
             trailers: None,
-            on_end: Some(Box::new(on_end)),
+            on_end: Some(on_end),
         }
     }
 
@@ -187,13 +257,13 @@ impl Metered {
     }
 }
 
-impl Drop for Metered {
+impl<F: FnOnce(u64, Option<&HeaderMap>)> Drop for Metered<F> {
     fn drop(&mut self) {
         self.finish();
     }
 }
 
-impl HttpBody for Metered {
+impl<F: FnOnce(u64, Option<&HeaderMap>) + Unpin> HttpBody for Metered<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -225,37 +295,5 @@ impl HttpBody for Metered {
     }
 }
 
-/// `inner`, keeping `guard` alive until the body is dropped (a request's slot in its
-/// cluster's connection pool lasts as long as its response).
-pub fn guarded(inner: Body, guard: impl Send + 'static) -> Body {
-    Guarded {
-        inner,
-        _guard: Box::new(guard),
-    }
-    .boxed_unsync()
-}
-
-struct Guarded {
-    inner: Body,
-    _guard: Box<dyn Send>,
-}
-
-impl HttpBody for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+#[cfg(test)]
+mod tests;

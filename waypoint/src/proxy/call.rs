@@ -113,7 +113,8 @@ impl Call<'_> {
         let mut body = Some(body);
         let mut attempt = 0;
         let mut _retry_permit = None;
-        // Endpoints already tried, avoided by retries (`retryIgnorePreviousHosts`).
+        // Endpoints already tried, avoided by retries (`retryIgnorePreviousHosts`); filled
+        // only when a retry follows, so a request answered at once allocates nothing here.
         let mut tried: Vec<Arc<str>> = Vec::new();
         loop {
             let mut healthy = match &cluster.outlier {
@@ -141,10 +142,12 @@ impl Call<'_> {
             let (endpoint, addr, addr_text, _active) = match pick {
                 Pick::Endpoint(i, active) => {
                     let e = &healthy[i];
-                    match self.state.workload(&e.uid) {
-                        Some(w) => (w.clone(), e.addr, e.addr_text.clone(), Some(active)),
-                        None => return Err(no_healthy(format!("endpoint {} is gone", e.uid))),
-                    }
+                    (
+                        e.workload.clone(),
+                        e.addr,
+                        e.addr_text.clone(),
+                        Some(active),
+                    )
                 }
                 Pick::Passthrough => match self.passthrough() {
                     Some((w, addr)) => (w, addr, addr.to_string().into(), None),
@@ -181,9 +184,6 @@ impl Call<'_> {
                 return Err(no_healthy("the request was already sent".into()));
             };
             let request = Request::from_parts(head, this_body);
-            if !last {
-                tried.push(Arc::from(endpoint.uid.as_str()));
-            }
             let outcome = self.attempt(&target, version, request, &cluster.pool).await;
             let (attempt_outcome, outlier_outcome) = match &outcome {
                 Ok(response) => {
@@ -246,6 +246,7 @@ impl Call<'_> {
                     Err(_) => false,
                 };
             if retry {
+                tried.push(Arc::from(endpoint.uid.as_str()));
                 attempt += 1;
                 tokio::time::sleep(backoff(self.retries.backoff, attempt)).await;
                 continue;
@@ -337,11 +338,7 @@ impl Call<'_> {
     fn endpoints(&self) -> Result<(Vec<Endpoint>, ClusterKey, Option<String>), Failure> {
         match &self.upstream {
             Upstream::Workload { workload, addr } => {
-                let endpoint = Endpoint::new(
-                    Arc::from(workload.uid.as_str()),
-                    *addr,
-                    workload.labels.clone(),
-                );
+                let endpoint = Endpoint::new(workload.clone(), *addr);
                 let key = ClusterKey {
                     host: addr.ip().to_string(),
                     subset: None,
@@ -385,9 +382,8 @@ impl Call<'_> {
                     .filter_map(|w| {
                         let target = service.target_port(w, *port)?;
                         Some(Endpoint::new(
-                            Arc::from(w.uid.as_str()),
+                            w.clone(),
                             SocketAddr::new(w.addresses[0], target),
-                            w.labels.clone(),
                         ))
                     })
                     .collect();

@@ -124,24 +124,30 @@ pub struct RequestMatch {
     pub(super) source_namespace: Option<String>,
 }
 
-/// What a match is evaluated against, with the query string parsed once per request.
+/// What a match is evaluated against, with the query string parsed at most once per
+/// request: when the first `queryParams` match needs it.
 #[derive(Debug)]
 pub(super) struct MatchInput<'a> {
     pub(super) parts: &'a Parts,
     pub(super) dest: &'a Destination,
     pub(super) src: &'a Source,
-    pub(super) query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    query: std::cell::OnceCell<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
 }
 
 impl<'a> MatchInput<'a> {
     pub(super) fn new(dest: &'a Destination, parts: &'a Parts, src: &'a Source) -> Self {
-        let query = parts.uri.query().map(parse_query).unwrap_or_default();
         MatchInput {
             parts,
             dest,
             src,
-            query,
+            query: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The query's parameters, in order.
+    fn query(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
+        self.query
+            .get_or_init(|| self.parts.uri.query().map(parse_query).unwrap_or_default())
     }
 }
 
@@ -187,7 +193,7 @@ impl RequestMatch {
         let query_holds = |(name, m): &(String, StringMatcher)| {
             // Envoy matches the first occurrence of a parameter.
             input
-                .query
+                .query()
                 .iter()
                 .find(|(k, _)| k.as_ref() == name.as_str())
                 .is_some_and(|(_, v)| m.matches(v))

@@ -97,6 +97,9 @@ impl LoadBalancer {
         if n == 0 {
             return Pick::None;
         }
+        // One lock per pick: the in-flight counts are read and the chosen one counted
+        // under it.
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         let index = match &self.policy {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::Random => rng.random_range(0..n),
@@ -107,7 +110,11 @@ impl LoadBalancer {
                 if b >= a {
                     b += 1;
                 }
-                let load = |i: usize| self.counter(&endpoints[i].uid).load(Ordering::Acquire);
+                let load = |i: usize| {
+                    active
+                        .get(&endpoints[i].uid)
+                        .map_or(0, |c| c.load(Ordering::Acquire))
+                };
                 if load(b) < load(a) { b } else { a }
             }
             LbPolicy::ConsistentHash(ch) => {
@@ -120,9 +127,17 @@ impl LoadBalancer {
             }
             LbPolicy::Passthrough => return Pick::Passthrough,
         };
-        let count = self.counter(&endpoints[index].uid);
+        // Forget idle counters of endpoints that are gone once the map is much larger
+        // than the endpoint list.
+        if active.len() > 2 * n + 16 {
+            active.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
+        }
+        let uid = &endpoints[index].uid;
+        let count = match active.get(uid) {
+            Some(count) => count.clone(),
+            None => active.entry(uid.clone()).or_default().clone(),
+        };
         count.fetch_add(1, Ordering::AcqRel);
-        self.prune(n);
         Pick::Endpoint(index, ActiveRequest { count })
     }
 
@@ -130,20 +145,6 @@ impl LoadBalancer {
     pub fn active_requests(&self, uid: &str) -> usize {
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         active.get(uid).map_or(0, |c| c.load(Ordering::Acquire))
-    }
-
-    fn counter(&self, uid: &Arc<str>) -> Arc<AtomicUsize> {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        active.entry(uid.clone()).or_default().clone()
-    }
-
-    /// Forgets idle counters of endpoints that are gone once the map is much larger
-    /// than the endpoint list.
-    fn prune(&self, endpoints: usize) {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.len() > 2 * endpoints + 16 {
-            active.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
-        }
     }
 
     fn table_for(&self, kind: super::HashTable, endpoints: &[Endpoint]) -> Arc<Table> {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use api::config::DestinationRule;
+use dataplane::state::Workload;
 
 use super::{CompileContext, CompiledDestinationRule, compile};
 use crate::context::Endpoint;
@@ -55,7 +56,10 @@ fn endpoint(i: usize, labels: &[(&str, &str)]) -> Endpoint {
     let addr: SocketAddr = format!("10.0.{}.{}:9080", i / 250, i % 250 + 1)
         .parse()
         .expect("address");
-    Endpoint::new(format!("pod-{i}").into(), addr, Arc::new(labels))
+    let mut workload = Workload::pod(&format!("pod-{i}"), "default", "default", addr.ip())
+        .expect("a valid identity");
+    workload.labels = Arc::new(labels);
+    Endpoint::new(Arc::new(workload), addr)
 }
 
 /// `n` endpoints `pod-0..n` without labels.
