@@ -5,7 +5,9 @@
 //! upstream (service, subset, port), so each thread keeps what it resolved for the ones in
 //! force and resolves again once any of them is replaced. Requests to a service then skip
 //! building its endpoint list, merging its DestinationRule policy and looking up its
-//! cluster.
+//! cluster. An endpoint holds its workload (no lookup per pick), so a thread's entries
+//! keep the workloads they name alive until the thread's next request after a state
+//! change empties them.
 
 use std::any::Any;
 use std::cell::RefCell;

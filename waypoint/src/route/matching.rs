@@ -124,30 +124,25 @@ pub struct RequestMatch {
     pub(super) source_namespace: Option<String>,
 }
 
-/// What a match is evaluated against, with the query string parsed at most once per
-/// request: when the first `queryParams` match needs it.
+/// What a match is evaluated against.
 #[derive(Debug)]
 pub(super) struct MatchInput<'a> {
     pub(super) parts: &'a Parts,
     pub(super) dest: &'a Destination,
     pub(super) src: &'a Source,
-    query: std::cell::OnceCell<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
 }
 
 impl<'a> MatchInput<'a> {
     pub(super) fn new(dest: &'a Destination, parts: &'a Parts, src: &'a Source) -> Self {
-        MatchInput {
-            parts,
-            dest,
-            src,
-            query: std::cell::OnceCell::new(),
-        }
+        MatchInput { parts, dest, src }
     }
 
-    /// The query's parameters, in order.
-    fn query(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
-        self.query
-            .get_or_init(|| self.parts.uri.query().map(parse_query).unwrap_or_default())
+    /// The value of the query parameter `name`'s first occurrence (as Envoy matches),
+    /// percent-decoded. The query is walked for each lookup instead of collected: a
+    /// request has few parameters and a rule few `queryParams`, so walking costs less
+    /// than allocating a list per request.
+    fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
+        query_param(self.parts.uri.query()?, name)
     }
 }
 
@@ -191,12 +186,7 @@ impl RequestMatch {
             return None;
         }
         let query_holds = |(name, m): &(String, StringMatcher)| {
-            // Envoy matches the first occurrence of a parameter.
-            input
-                .query()
-                .iter()
-                .find(|(k, _)| k.as_ref() == name.as_str())
-                .is_some_and(|(_, v)| m.matches(v))
+            input.query_param(name).is_some_and(|v| m.matches(&v))
         };
         if !self.query_params.iter().all(query_holds) {
             return None;
@@ -230,18 +220,14 @@ impl RequestMatch {
     }
 }
 
-/// Splits a query string into percent-decoded `(name, value)` pairs, in order. `+` is
-/// kept as is (Envoy does not treat it as a space either); a parameter without `=` has an
-/// empty value.
-pub(super) fn parse_query(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+/// The percent-decoded value of the first parameter of `query` whose percent-decoded
+/// name is `name`. `+` is kept as is (Envoy does not treat it as a space either); a
+/// parameter without `=` has an empty value. Only the matching value is decoded.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    query.split('&').filter(|kv| !kv.is_empty()).find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
 }
 
 /// Decodes `%XX` escapes; malformed escapes are kept literally. Most paths have none:

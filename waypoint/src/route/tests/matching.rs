@@ -151,6 +151,9 @@ fn query_params() {
         ("/?user=a%20b", Some("exact")),
         ("/?x=1&user=a%20b", Some("exact")),
         ("/?user=ab", None),
+        // The first occurrence is the one matched; names are decoded too.
+        ("/?user=x&user=a%20b", None),
+        ("/?us%65r=a%20b&user=x", Some("exact")),
         ("/?id=123", Some("regex")),
         ("/?id=1234", None),
         ("/?debug", Some("present")),
