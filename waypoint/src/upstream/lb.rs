@@ -97,31 +97,34 @@ impl LoadBalancer {
         if n == 0 {
             return Pick::None;
         }
-        // One lock per pick: the in-flight counts are read and the chosen one counted
-        // under it.
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match &self.policy {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
-            LbPolicy::Random => rng.random_range(0..n),
-            LbPolicy::LeastRequest if n == 1 => 0,
+        // One lock of the in-flight counts per pick: least-request reads two under it and
+        // counts the chosen one under the same lock; the others take it once chosen (the
+        // consistent-hash table may be rebuilt meanwhile, which must not hold it).
+        let lock = || self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let (index, mut active) = match &self.policy {
+            LbPolicy::RoundRobin => (self.next.fetch_add(1, Ordering::Relaxed) % n, lock()),
+            LbPolicy::Random => (rng.random_range(0..n), lock()),
+            LbPolicy::LeastRequest if n == 1 => (0, lock()),
             LbPolicy::LeastRequest => {
                 let a = rng.random_range(0..n);
                 let mut b = rng.random_range(0..n - 1);
                 if b >= a {
                     b += 1;
                 }
+                let active = lock();
                 let load = |i: usize| {
                     active
                         .get(&endpoints[i].uid)
                         .map_or(0, |c| c.load(Ordering::Acquire))
                 };
-                if load(b) < load(a) { b } else { a }
+                let index = if load(b) < load(a) { b } else { a };
+                (index, active)
             }
             LbPolicy::ConsistentHash(ch) => {
                 let table = self.table_for(ch.table, endpoints);
                 let hash = hash.unwrap_or_else(|| rng.random());
                 match table.lookup(hash) {
-                    Some(i) if i < n => i,
+                    Some(i) if i < n => (i, lock()),
                     _ => return Pick::None,
                 }
             }
