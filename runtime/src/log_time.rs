@@ -5,7 +5,7 @@
 //! tracing-subscriber's.
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_subscriber::fmt::format::Writer;
@@ -49,15 +49,14 @@ fn write_time(w: &mut Writer<'_>, since_epoch: Duration) -> fmt::Result {
         Ok(written) => written,
         // A line logged while this thread's locals are torn down: without the cache.
         Err(_) => {
-            let mut second = String::new();
-            write_second(&mut second, seconds)?;
-            write!(w, "{second}.{micros:06}Z")
+            write_second(w, seconds)?;
+            write!(w, ".{micros:06}Z")
         }
     }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` for `seconds` after the epoch (a year past 9999 as `+YYYYY`).
-fn write_second(out: &mut String, seconds: u64) -> fmt::Result {
+fn write_second(out: &mut impl fmt::Write, seconds: u64) -> fmt::Result {
     let days = i64::try_from(seconds / 86_400).map_err(|_| fmt::Error)?;
     let of_day = seconds % 86_400;
     let (year, month, day) = civil_from_days(days);

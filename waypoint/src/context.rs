@@ -87,8 +87,6 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as text (for access lines).
     pub addr_text: Arc<str>,
-    /// Its pod's labels (DestinationRule subsets).
-    pub labels: Arc<Labels>,
 }
 
 impl Endpoint {
@@ -98,7 +96,6 @@ impl Endpoint {
             uid: Arc::from(workload.uid.as_str()),
             addr,
             addr_text: addr.to_string().into(),
-            labels: workload.labels.clone(),
             workload,
         }
     }

@@ -354,7 +354,11 @@ async fn forward(
             if let Some(cookie) = answer.set_cookie {
                 head.headers.append(http::header::SET_COOKIE, cookie);
             }
-            Response::from_parts(head, ResponseBody::upstream(incoming, answer.permit))
+            let body = ResponseBody::Upstream {
+                body: incoming,
+                permit: answer.permit,
+            };
+            Response::from_parts(head, body)
         }
         Err(failure) => {
             record.flags.push(failure.flag);

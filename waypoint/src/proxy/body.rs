@@ -165,13 +165,6 @@ pub enum ResponseBody {
     },
 }
 
-impl ResponseBody {
-    /// An upstream's body, holding `permit` while it lives.
-    pub fn upstream(body: Incoming, permit: RequestPermit) -> Self {
-        ResponseBody::Upstream { body, permit }
-    }
-}
-
 impl From<Body> for ResponseBody {
     fn from(body: Body) -> Self {
         ResponseBody::Local(body)

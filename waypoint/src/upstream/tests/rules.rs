@@ -127,7 +127,10 @@ fn subsets_match_by_labels() {
     ];
     for (subset, labels, want) in cases {
         let ep = endpoint(0, labels);
-        let got = rule.subset(subset).expect("subset").matches(&ep.labels);
+        let got = rule
+            .subset(subset)
+            .expect("subset")
+            .matches(&ep.workload.labels);
         assert_eq!(got, want, "subset {subset} labels {labels:?}");
     }
     assert!(rule.subset("v9").is_none());
